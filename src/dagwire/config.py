@@ -1,0 +1,153 @@
+"""One typed training configuration, loaded from YAML and overridden by flags (SPEC §2 defaults)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import DagwireError
+from .files import atomic_write_text
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; the defaults are the paper's regime (App. A)."""
+
+    dataset: str = "cfashionmnist"
+    data_dir: str | None = None
+    limit_train: int | None = None
+    limit_test: int | None = None
+    carve_test: float | None = None  # carve train+test from the official test split (MNIST here)
+    data_seed: int = 0  # the data subset stays fixed across training seeds
+    nodes: int = 60
+    stages: int = 3
+    channels: int = 11
+    graph: str = "complete"  # "complete", "local", or a graph.json path
+    local_window: int = 10
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lam: float = 1e-3
+    lr_milestones: list[int] | None = None  # None: 80% and 90% of the epochs (80, 90 of 100)
+    lr_gamma: float = 0.1
+    augment: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    eval_batch_size: int = 1000
+    threshold: float = 0.006
+
+    def milestones(self) -> list[int]:
+        """Epochs after which the learning rate is multiplied by lr_gamma."""
+        if self.lr_milestones is not None:
+            return list(self.lr_milestones)
+        return [round(0.8 * self.epochs), round(0.9 * self.epochs)]
+
+    def validate(self) -> "TrainConfig":
+        """Raise DagwireError on values no run can use; return self."""
+        checks = [
+            (self.nodes >= 2, f"--nodes must be at least 2, got {self.nodes}"),
+            (self.stages >= 1, f"--stages must be at least 1, got {self.stages}"),
+            (self.stages >= 1 and self.nodes % self.stages == 0,
+             f"--stages {self.stages} does not divide --nodes {self.nodes} into equal stages"),
+            (self.channels >= 1, f"--channels must be at least 1, got {self.channels}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}"),
+            (math.isfinite(self.lam) and self.lam >= 0, f"--lam must be a number >= 0, got {self.lam}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
+            (self.limit_train is None or self.limit_train >= 1, f"--limit-train must be >= 1, got {self.limit_train}"),
+            (self.limit_test is None or self.limit_test >= 1, f"--limit-test must be >= 1, got {self.limit_test}"),
+            (self.carve_test is None or 0 < self.carve_test < 1, f"--carve-test must be in (0, 1), got {self.carve_test}"),
+            (self.threshold >= 0, f"--threshold must be >= 0, got {self.threshold}"),
+            (self.local_window >= 1, f"--local-window must be >= 1, got {self.local_window}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DagwireError(message)
+        if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
+            raise DagwireError(f"--device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field."""
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the config as YAML, atomically."""
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+FIELD_NAMES = {f.name for f in fields(TrainConfig)}
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML config file into a dict of known TrainConfig fields."""
+    path = Path(path)
+    try:
+        obj = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DagwireError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DagwireError(f"cannot read config {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise DagwireError(f"config {path} is not valid YAML: {first}") from None
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise DagwireError(f"config {path} must be a mapping of option: value, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - FIELD_NAMES)
+    if unknown:
+        raise DagwireError(f"config {path}: unknown option(s) {', '.join(unknown)}")
+    return obj
+
+
+def build_config(yaml_path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the YAML file, then the flags that were given (None means not given)."""
+    values: dict[str, Any] = {}
+    if yaml_path is not None:
+        values.update(read_yaml(yaml_path))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for key, value in list(values.items()):
+        values[key] = _coerce(key, value, str(types[key]))
+    return TrainConfig(**values).validate()
+
+
+def _coerce(key: str, value: Any, type_name: str) -> Any:
+    """Check a YAML value against the field's type (YAML reads 1e-3 as a string)."""
+    if value is None:
+        if "None" in type_name:
+            return None
+        raise DagwireError(f"option {key} cannot be empty")
+    try:
+        if type_name.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if type_name.startswith("int"):
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if type_name.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if type_name.startswith("list"):
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return [int(v) for v in value]
+        if type_name.startswith("str"):
+            return str(value)
+    except (TypeError, ValueError):
+        raise DagwireError(f"option {key}: {value!r} is not a valid {type_name.split(' ')[0]}") from None
+    return value

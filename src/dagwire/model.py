@@ -1,0 +1,200 @@
+"""The torch network built from a graph spec (SPEC §1), and its one factory `create_model`.
+
+A spec with every edge of the initial DAG gives the full network; a pruned spec (after threshold
+and dead-path removal) gives a physically smaller one holding only surviving nodes, edges and
+reduce blocks. Module names carry the original node indices (`nodes.<j>`, `reduces.<i>_<k>`), so
+weights move between the full and the pruned network by name, and a saved model is just its
+graph.json plus a plain state_dict (no pickled classes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import counts
+from .errors import SpecError
+from .spec import GraphSpec
+
+EDGE_INIT = math.atanh(0.5)  # tanh(w) = 0.5 for every edge: no a-priori topology bias
+
+
+class NodeOp(nn.Module):
+    """`BN(Conv3x3(ReLU(x))) + BN(Conv1x1(x))`, the op of every node and reduce block."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv3 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out)
+        self.conv1 = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the op."""
+        return self.bn3(self.conv3(F.relu(x))) + self.bn1(self.conv1(x))
+
+
+class _WeightedSum(torch.autograd.Function):
+    """Σ_e w_e · x_e accumulated in place.
+
+    Autograd's `sum(w * x)` would allocate two tensors per edge and `torch.stack` would copy every
+    input; this keeps one output buffer per node and saves the inputs by reference.
+    """
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = inputs[0] * weights[0]
+        for e in range(1, len(inputs)):
+            out.addcmul_(inputs[e], weights[e])
+        ctx.save_for_backward(weights, *inputs)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        weights, *inputs = ctx.saved_tensors
+        grad_w = None
+        if ctx.needs_input_grad[0]:
+            flat = grad.reshape(-1)
+            grad_w = torch.stack([torch.dot(flat, x.reshape(-1)) for x in inputs])
+        grad_inputs = [grad * weights[e] if ctx.needs_input_grad[e + 1] else None for e in range(len(inputs))]
+        return (grad_w, *grad_inputs)
+
+
+def weighted_sum(weights: torch.Tensor, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Σ_e weights[e] · inputs[e] for same-shaped inputs."""
+    if len(inputs) == 1:
+        return inputs[0] * weights[0]
+    return _WeightedSum.apply(weights, *inputs)
+
+
+class DagNet(nn.Module):
+    """The staged-DAG CNN of SPEC §1 for one graph spec."""
+
+    def __init__(self, spec: GraphSpec, channels: int = 11, in_channels: int = 3, num_classes: int = 10):
+        super().__init__()
+        self.spec = spec
+        self.channels, self.in_channels, self.num_classes = channels, in_channels, num_classes
+        incoming: dict[int, list[tuple[int, int, int]]] = {}
+        for e, (i, j) in enumerate(spec.edges):
+            incoming.setdefault(j, []).append((e, i, spec.stage_of(j) - spec.stage_of(i)))
+        active = spec.active_nodes()
+        for j in active[1:]:
+            if j not in incoming:
+                raise SpecError(f"node {j} has no input edge; remove dead paths from the graph first")
+
+        def width(node: int) -> int:
+            return counts.stage_channels(channels, spec.stage_of(node))
+
+        self.nodes = nn.ModuleDict(
+            {str(j): NodeOp(in_channels if j == 0 else width(j), width(j)) for j in active}
+        )
+        self.reduces = nn.ModuleDict(
+            {f"{i}_{k}": NodeOp(width(i), width(i) * 2**k, stride=2**k) for i, k in counts.reduce_blocks(spec)}
+        )
+        self.head = nn.Linear(width(spec.output), num_classes)
+        self.edge_weights = nn.Parameter(torch.full((spec.num_edges,), EDGE_INIT))
+        # 1 keeps an edge, 0 cuts it; used to evaluate a thresholded network without rebuilding it.
+        self.register_buffer("edge_mask", torch.ones(spec.num_edges), persistent=False)
+        # Execution plan: for each computed node, the edge indices and (source, stage jump) pairs.
+        self._plan = [
+            (j, torch.tensor([e for e, _, _ in incoming[j]], dtype=torch.long), [(i, k) for _, i, k in incoming[j]])
+            for j in active[1:]
+        ]
+        # Reduce outputs are freed once their last consumer has run.
+        self._last_use: dict[tuple[int, int], int] = {}
+        for j, _, sources in self._plan:
+            for i, k in sources:
+                self._last_use[(i, k)] = j
+
+    def edge_strengths(self) -> torch.Tensor:
+        """tanh(w) of every edge, times the edge mask (spec edge order)."""
+        return torch.tanh(self.edge_weights) * self.edge_mask
+
+    def resources_loss(self) -> torch.Tensor:
+        """L_resources = Σ_e |tanh w_e| over the kept edges (paper eq. 2)."""
+        return self.edge_strengths().abs().sum()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of normalised images."""
+        strengths = self.edge_strengths()
+        outputs: dict[int, torch.Tensor] = {0: self.nodes["0"](x)}
+        reduced: dict[tuple[int, int], torch.Tensor] = {}
+        for j, edge_index, sources in self._plan:
+            inputs = []
+            for i, k in sources:
+                if k == 0:
+                    inputs.append(outputs[i])
+                    continue
+                if (i, k) not in reduced:
+                    reduced[(i, k)] = self.reduces[f"{i}_{k}"](outputs[i])
+                inputs.append(reduced[(i, k)])
+                if self._last_use[(i, k)] == j:
+                    del reduced[(i, k)]
+            outputs[j] = self.nodes[str(j)](weighted_sum(strengths[edge_index.to(x.device)], inputs))
+        out = outputs[self.spec.output]
+        return self.head(out.mean(dim=(2, 3)))
+
+    def set_edge_mask(self, keep: Sequence[bool] | None) -> None:
+        """Cut the edges whose entry is False (None keeps every edge)."""
+        mask = torch.ones(self.spec.num_edges) if keep is None else torch.tensor([float(bool(k)) for k in keep])
+        if mask.numel() != self.spec.num_edges:
+            raise ValueError(f"mask has {mask.numel()} entries for {self.spec.num_edges} edges")
+        self.edge_mask.copy_(mask.to(self.edge_mask.device))
+
+    def edge_magnitudes(self) -> list[float]:
+        """|tanh w| of every edge (unmasked), the weights written to graph.json."""
+        return torch.tanh(self.edge_weights.detach()).abs().cpu().tolist()
+
+
+def create_model(spec: GraphSpec, channels: int = 11, in_channels: int = 3, num_classes: int = 10) -> DagNet:
+    """Build the network for `spec` (the single factory every command uses)."""
+    if channels < 1:
+        raise SpecError(f"channels must be at least 1, got {channels}")
+    return DagNet(spec, channels, in_channels, num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters of a module."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def materialise(model: DagNet, pruned: GraphSpec) -> DagNet:
+    """A physically smaller DagNet for `pruned` (a subgraph of model.spec) with the model's weights."""
+    small = create_model(pruned, model.channels, model.in_channels, model.num_classes)
+    index = {edge: e for e, edge in enumerate(model.spec.edges)}
+    missing = [edge for edge in pruned.edges if edge not in index]
+    if missing:
+        raise SpecError(f"edge {missing[0]} of the pruned graph is not in the trained graph")
+    state = model.state_dict()
+    small_state = {k: v for k, v in state.items() if k in small.state_dict() and k != "edge_weights"}
+    small_state["edge_weights"] = model.edge_weights.detach()[[index[e] for e in pruned.edges]].clone()
+    small.load_state_dict(small_state)
+    return small.to(model.edge_weights.device)
+
+
+def save_weights(model: DagNet, path: str | os.PathLike) -> None:
+    """Save the model's state_dict atomically (load it with `load_model`)."""
+    from .files import atomic_write
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_model(
+    spec: GraphSpec, weights_path: str | os.PathLike, channels: int, in_channels: int = 3, num_classes: int = 10
+) -> DagNet:
+    """Rebuild a model from its graph spec and a weights file (no pickled classes)."""
+    model = create_model(spec, channels, in_channels, num_classes)
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except FileNotFoundError:
+        raise SpecError(f"weights file not found: {weights_path}") from None
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise SpecError(f"weights in {weights_path} do not fit the graph: {str(exc).splitlines()[0]}") from None
+    return model

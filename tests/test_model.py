@@ -1,0 +1,155 @@
+"""The network of SPEC §1: exact parameter counts, edge init, forward/backward vs a per-edge reference loop."""
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dagwire import counts, spec as specs
+from dagwire.errors import SpecError
+from dagwire.model import count_parameters, create_model, load_model, materialise, save_weights
+
+
+def reference_forward(model, x):
+    """SPEC §1 written out edge by edge with functional ops on the model's own parameters."""
+    p = dict(model.named_parameters())
+    g = model.spec
+
+    def op(prefix, h, stride):
+        a = F.conv2d(F.relu(h), p[f"{prefix}.conv3.weight"], stride=stride, padding=1)
+        a = F.batch_norm(a, None, None, p[f"{prefix}.bn3.weight"], p[f"{prefix}.bn3.bias"], training=True)
+        b = F.conv2d(h, p[f"{prefix}.conv1.weight"], stride=stride)
+        b = F.batch_norm(b, None, None, p[f"{prefix}.bn1.weight"], p[f"{prefix}.bn1.bias"], training=True)
+        return a + b
+
+    out = {0: op("nodes.0", x, 1)}
+    for j in g.active_nodes()[1:]:
+        total = 0
+        for e, (i, jj) in enumerate(g.edges):
+            if jj != j:
+                continue
+            k = g.stage_of(j) - g.stage_of(i)
+            source = out[i] if k == 0 else op(f"reduces.{i}_{k}", out[i], 2**k)
+            total = total + torch.tanh(p["edge_weights"][e]) * source
+        out[j] = op(f"nodes.{j}", total, 1)
+    return F.linear(out[g.output].mean(dim=(2, 3)), p["head.weight"], p["head.bias"])
+
+
+def random_dag(n, stages, p, seed):
+    """A random DAG on n nodes whose every node lies on an input→output path."""
+    rng = random.Random(seed)
+    edges = {(i, j) for i in range(n) for j in range(i + 1, n) if rng.random() < p}
+    edges |= {(i, i + 1) for i in range(n - 1)}  # keeps every node live
+    return specs.from_edge_list(n, stages, edges)
+
+
+def test_paper_network_has_exactly_863300_parameters():
+    g = specs.complete(60, 3)
+    assert g.num_edges == 1770
+    assert counts.parameter_count(g, 11) == 863_300
+    assert counts.parameter_quadratic(g) == (6990, 1430, 10 + 1770)
+    assert count_parameters(create_model(g, 11)) == 863_300
+
+
+@pytest.mark.parametrize(
+    "g, channels",
+    [
+        (specs.local(60, 3, 10), 11),
+        (specs.complete(12, 3), 5),
+        (specs.complete(8, 2), 3),
+        (random_dag(15, (5, 5, 5), 0.3, 1), 4),
+        (specs.from_edge_list(9, (3, 3, 3), [(0, 3), (3, 8)]), 6),  # skips nodes, two reduces
+    ],
+)
+def test_module_parameter_count_equals_closed_form(g, channels):
+    assert count_parameters(create_model(g, channels)) == counts.parameter_count(g, channels)
+
+
+def test_edge_weights_start_at_tanh_one_half():
+    model = create_model(specs.complete(6, 2), 2)
+    assert torch.allclose(torch.tanh(model.edge_weights), torch.full((15,), 0.5))
+    assert model.edge_magnitudes() == pytest.approx([0.5] * 15)
+
+
+@pytest.mark.parametrize("g", [specs.complete(9, 3), random_dag(12, (4, 4, 4), 0.4, 3), specs.local(12, 3, 2)])
+def test_forward_and_gradients_match_reference_loop(g):
+    torch.manual_seed(0)
+    model = create_model(g, 3).double()
+    with torch.no_grad():  # distinct edge weights, so a swapped edge would show
+        model.edge_weights.copy_(torch.linspace(-1.5, 1.5, g.num_edges, dtype=torch.float64))
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    got = model(x)
+    want = reference_forward(model, x)
+    assert torch.allclose(got, want, atol=1e-10)
+
+    grads = torch.autograd.grad(got.square().sum(), list(model.parameters()))
+    ref_grads = torch.autograd.grad(want.square().sum(), list(model.parameters()))
+    for (name, _), a, b in zip(model.named_parameters(), grads, ref_grads):
+        assert torch.allclose(a, b, atol=1e-9), name
+
+
+def test_float32_forward_within_1e5_of_reference():
+    torch.manual_seed(1)
+    model = create_model(specs.complete(12, 3), 4)
+    x = torch.randn(8, 3, 32, 32)
+    assert torch.allclose(model(x), reference_forward(model, x), atol=1e-5)
+
+
+def test_flops_of_complete_dag():
+    g = specs.complete(60, 3)
+    # conv MACs of nodes and reduce blocks, one MAC per edge element, the head; times 2
+    conv = (10 * 3 * 11 * 1024 + 19 * 10 * 121 * 1024 + 20 * 10 * 484 * 256 + 20 * 10 * 1936 * 64
+            + 20 * 10 * 11 * 22 * 256 + 20 * 10 * 11 * 44 * 64 + 20 * 10 * 22 * 44 * 64)
+    edges = 190 * 11 * 1024 + (20 * 20 + 190) * 22 * 256 + (40 * 20 + 190) * 44 * 64
+    assert counts.flops_per_image(g, 11) == 2 * (conv + edges + 44 * 10)
+
+
+def test_fit_channels_picks_nearest_count():
+    g = specs.from_edge_list(12, (4, 4, 4), [(0, 1), (1, 5), (5, 11)])
+    target = counts.parameter_count(specs.complete(60, 3), 11)
+    c = counts.fit_channels(g, target)
+    best = min(range(1, 200), key=lambda ch: abs(counts.parameter_count(g, ch) - target))
+    assert c == best
+    assert counts.fit_channels(specs.complete(60, 3), 863_300) == 11
+
+
+def test_materialised_network_equals_masked_full_network(tmp_path):
+    torch.manual_seed(2)
+    full_spec = specs.complete(12, 3)
+    model = create_model(full_spec, 3)
+    with torch.no_grad():
+        model.edge_weights.normal_()
+    keep = [(0, 1), (1, 4), (0, 5), (4, 6), (5, 6), (6, 11), (1, 11)]
+    pruned = specs.from_edge_list(12, (4, 4, 4), keep)
+    model.eval()
+    small = materialise(model, pruned).eval()
+    model.set_edge_mask([e in keep for e in full_spec.edges])
+    x = torch.randn(5, 3, 32, 32)
+    assert torch.allclose(model(x), small(x), atol=1e-5)
+    assert count_parameters(small) == counts.parameter_count(pruned, 3) < count_parameters(model)
+    # a saved pruned model needs only its graph and its weights
+    save_weights(small, tmp_path / "w.pt")
+    specs.save(pruned, tmp_path / "g.json")
+    again = load_model(specs.load(tmp_path / "g.json"), tmp_path / "w.pt", 3).eval()
+    assert torch.equal(again(x), small(x))
+
+
+def test_node_without_input_is_rejected():
+    with pytest.raises(SpecError, match="no input"):
+        create_model(specs.from_edge_list(6, (3, 3), [(0, 1), (2, 5)]), 2)
+
+
+def test_weights_that_do_not_fit_are_one_clear_error(tmp_path):
+    save_weights(create_model(specs.complete(6, 2), 2), tmp_path / "w.pt")
+    with pytest.raises(SpecError, match="do not fit"):
+        load_model(specs.complete(6, 2), tmp_path / "w.pt", 3)
+
+
+def test_resources_loss_is_sum_of_kept_magnitudes():
+    model = create_model(specs.complete(6, 2), 2)
+    assert float(model.resources_loss().detach()) == pytest.approx(15 * 0.5)
+    model.set_edge_mask([True] * 5 + [False] * 10)
+    assert float(model.resources_loss().detach()) == pytest.approx(5 * 0.5)
+    assert math.isclose(float(torch.tanh(model.edge_weights[0])), 0.5, rel_tol=1e-6)
