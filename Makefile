@@ -1,0 +1,41 @@
+# Two entry points a newcomer needs: `make demo` and `make test`. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DAGWIRE := $(VENV)/bin/dagwire
+RUN ?= runs/demo
+
+.PHONY: setup data demo test bench clean
+
+setup: $(VENV)/.installed
+
+# The CPU wheel of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Fashion-MNIST from Debian's dataset package, when this machine can install it.
+data:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null) || echo "could not install dataset-fashion-mnist; put the files in \$$DAGWIRE_DATA"; \
+	else echo "Fashion-MNIST not in /usr/share/datasets: run 'sudo apt-get install dataset-fashion-mnist' or set DAGWIRE_DATA"; fi
+
+# A short, real run: CFashionMNIST, a 15-node DAG, then the learned graph measured and drawn.
+demo: setup data
+	rm -rf $(RUN)
+	$(DAGWIRE) train --dataset cfashionmnist --nodes 15 --stages 3 --channels 8 --epochs 4 \
+		--limit-train 10000 --limit-test 2000 --lam 3e-3 --out $(RUN)
+	$(DAGWIRE) features $(RUN)/graph.json --channels 8
+	$(DAGWIRE) draw $(RUN)/graph.json -o $(RUN)/graph.png
+	@echo "open $(RUN)/graph.png to see the learned graph"
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(DAGWIRE) bench --json
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,190 @@
+"""Training runs: files written, resume == uninterrupted, the non-finite guard, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dagwire import spec as specs
+from dagwire import train as train_module
+from dagwire.cli import main
+from dagwire.config import build_config
+
+TINY = ["--nodes", "6", "--stages", "2", "--channels", "2", "--batch-size", "16", "--quiet"]
+
+
+@pytest.fixture()
+def tiny_npz(tmp_path):
+    """A small npz dataset (synthetic: for mechanics only, never a result)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(96, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(96) % 4
+    x[y == 1, :16] //= 4  # some signal, so the loss moves
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
+    return f"npz:{path}"
+
+
+def run_cli(*args):
+    return main([str(a) for a in args])
+
+
+def test_train_writes_every_record(tmp_path, tiny_npz):
+    out = tmp_path / "run"
+    assert run_cli("train", "--dataset", tiny_npz, *TINY, "--epochs", "2", "--out", out) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    for key in ("epoch", "train_loss", "resources_loss", "test_accuracy", "lr", "seconds"):
+        assert all(key in m for m in lines)
+    graph = json.loads((out / "graph.json").read_text())
+    assert graph["format"] == "dagwire-graph/1" and graph["num_nodes"] == 6 and graph["stages"] == [3, 3]
+    assert [e[:2] for e in graph["edges"]] == [[i, j] for i in range(6) for j in range(i + 1, 6)]
+    history = np.load(out / "edge_history.npy")
+    assert history.shape == (2, 15)
+    # the last row of the history is the graph's weights, in the same edge order
+    assert np.allclose(history[-1], [e[2] for e in graph["edges"]], atol=1e-6)
+    assert all(0 <= e[2] <= 1 for e in graph["edges"])
+    assert lines[-1]["resources_loss"] == pytest.approx(sum(e[2] for e in graph["edges"]), rel=1e-5)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["nodes"] == 6 and config["lr"] == 0.1 and config["lam"] == 1e-3
+    assert specs.load(out / "initial_graph.json").num_edges == 15
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_npz):
+    config = build_config(None, dataset=tiny_npz, nodes=6, stages=2, channels=2, batch_size=16, epochs=3, seed=5)
+    train_module.train(config, tmp_path / "whole", progress=False)
+
+    def stop_after_first_epoch(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(config, tmp_path / "cut", progress=False, on_epoch=stop_after_first_epoch)
+    assert not (tmp_path / "cut" / "graph.json").exists()
+    assert run_cli("train", "--resume", tmp_path / "cut", "--quiet") == 0
+
+    whole = torch.load(tmp_path / "whole" / "weights.pt", weights_only=True)
+    cut = torch.load(tmp_path / "cut" / "weights.pt", weights_only=True)
+    assert whole.keys() == cut.keys()
+    for key in whole:
+        assert torch.equal(whole[key], cut[key]), key
+    assert np.array_equal(np.load(tmp_path / "whole/edge_history.npy"), np.load(tmp_path / "cut/edge_history.npy"))
+    epochs = [json.loads(x)["epoch"] for x in (tmp_path / "cut/metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+
+
+def test_different_seeds_give_different_weights(tmp_path, tiny_npz):
+    for seed in (0, 1):
+        run_cli("train", "--dataset", tiny_npz, *TINY, "--epochs", "1", "--seed", seed, "--out", tmp_path / f"s{seed}")
+    a = json.loads((tmp_path / "s0/graph.json").read_text())["edges"]
+    b = json.loads((tmp_path / "s1/graph.json").read_text())["edges"]
+    assert a != b
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_npz, monkeypatch, capsys):
+    real = train_module.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, y):
+        calls["n"] += 1
+        return real(logits, y) * (float("nan") if calls["n"] > 4 else 1.0)  # 4 steps = 1 epoch
+
+    monkeypatch.setattr(train_module.F, "cross_entropy", poisoned)
+    out = tmp_path / "run"
+    code = run_cli("train", "--dataset", tiny_npz, *TINY, "--epochs", "3", "--out", out)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "non-finite" in err and "epoch 2" in err and len(err.strip().splitlines()) == 1
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (out / "graph.json").exists()
+
+
+def test_training_reduces_the_loss_and_moves_edge_weights(tmp_path, tiny_npz):
+    out = tmp_path / "run"
+    run_cli("train", "--dataset", tiny_npz, *TINY, "--epochs", "3", "--lam", "0.05", "--out", out)
+    history = np.load(out / "edge_history.npy")
+    assert not np.allclose(history[0], 0.5)
+    assert history[-1].sum() < history[0].sum() < 15 * 0.5  # the L1 term pulls edges down
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "nosuchset"], "nosuchset"),
+        (["--nodes", "10", "--stages", "3"], "divide"),
+        (["--lam", "-1"], "--lam"),
+        (["--lr", "-0.1"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--epochs", "0"], "--epochs"),
+        (["--config", "/nonexistent/c.yaml"], "not found"),
+        (["--lr-milestones", "a,b"], "milestones"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, tiny_npz, capsys, args, message):
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", tiny_npz, *TINY, *args, "--out", out]
+    assert run_cli(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("lr: [1, 2\n", "not valid YAML"), ("- a\n- b\n", "mapping"), ("nodez: 4\n", "unknown option"),
+     ("lam: abc\n", "lam")],
+)
+def test_unreadable_config_is_one_line(tmp_path, tiny_npz, capsys, text, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    assert run_cli("train", "--config", config, "--dataset", tiny_npz, "--out", tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_yaml_config_sets_options_and_flags_win(tmp_path, tiny_npz):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"dataset: '{tiny_npz}'\nnodes: 6\nstages: 2\nchannels: 2\nepochs: 1\nlam: 2e-3\nbatch_size: 32\n")
+    out = tmp_path / "run"
+    assert run_cli("train", "--config", config, "--lam", "0.01", "--quiet", "--out", out) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["lam"] == 0.01 and saved["batch_size"] == 32 and saved["epochs"] == 1
+
+
+def test_existing_run_is_not_overwritten(tmp_path, tiny_npz, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "--dataset", tiny_npz, *TINY, "--epochs", "1", "--out", out) == 0
+    before = (out / "graph.json").read_bytes()
+    assert run_cli("train", "--dataset", tiny_npz, *TINY, "--epochs", "1", "--out", out) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "graph.json").read_bytes() == before
+
+
+def test_missing_data_files_name_the_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DAGWIRE_OFFLINE", "1")
+    monkeypatch.setenv("DAGWIRE_CACHE", str(tmp_path / "cache"))
+    code = run_cli("train", "--dataset", "ckmnist", "--data-dir", tmp_path, *TINY, "--out", tmp_path / "run")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "idx" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_local_initial_graph(tmp_path, tiny_npz):
+    out = tmp_path / "run"
+    assert run_cli("train", "--dataset", tiny_npz, *TINY, "--graph", "local", "--local-window", "2",
+                   "--epochs", "1", "--out", out) == 0
+    edges = [tuple(e[:2]) for e in json.loads((out / "graph.json").read_text())["edges"]]
+    assert edges == [(i, j) for i in range(6) for j in range(i + 1, min(6, i + 3))]
+
+
+def test_describe_prints_paper_size(capsys):
+    assert run_cli("describe", "--nodes", "60", "--stages", "3", "--channels", "11", "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameters"] == 863_300 and info["edges"] == 1770
+    assert info["flops_per_image"] > 0
+
