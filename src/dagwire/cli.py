@@ -128,6 +128,128 @@ def describe(nodes, stages, channels, graph, local_window, image_size, classes, 
             click.echo(f"{key:16s} {value}")
 
 
+def _graph_channels(graph, channels):
+    """--channels if given, else the channels the graph was trained with, else 11."""
+    if channels is not None:
+        if channels < 1:
+            raise DagwireError(f"--channels must be at least 1, got {channels}")
+        return channels
+    return int(graph.meta.get("channels", 11))
+
+
+@cli.command()
+@click.argument("graph_file", metavar="GRAPH.json")
+@click.option("--threshold", type=float, default=0.006, show_default=True, help="τ: edges below it are erased.")
+@click.option("--channels", type=int, help="C for the parameter count (default: the graph's own, else 11).")
+def features(graph_file, threshold, channels) -> None:
+    """Graph features of the learned graph after threshold and dead-path removal (one JSON object)."""
+    from . import graphs
+    from . import spec as specs
+
+    if not threshold >= 0:
+        raise DagwireError(f"--threshold must be >= 0, got {threshold}")
+    g = specs.load(graph_file)
+    if g.weights is None:
+        raise DagwireError(f"{graph_file} has no edge weights")
+    result = graphs.features(
+        g, threshold, _graph_channels(g, channels),
+        in_channels=int(g.meta.get("in_channels", 3)), num_classes=int(g.meta.get("num_classes", 10)),
+    )
+    click.echo(json.dumps(result))
+
+
+@cli.command()
+@click.argument("graph_file", metavar="GRAPH.json")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.png or FILE.svg")
+@click.option("--threshold", type=float, default=0.006, show_default=True, help="Draw the graph pruned at τ (0: all edges).")
+@click.option("--title", help="Title above the drawing.")
+def draw(graph_file, output, threshold, title) -> None:
+    """Draw a graph in a Kamada-Kawai layout, nodes coloured by stage, edge width by weight."""
+    from . import spec as specs
+    from .draw import draw_graph
+
+    if Path(output).suffix.lower() not in (".png", ".svg"):
+        raise DagwireError(f"-o {output}: the file must end in .png or .svg")
+    if not threshold >= 0:
+        raise DagwireError(f"--threshold must be >= 0, got {threshold}")
+    g = specs.load(graph_file)
+    if title is None:
+        title = " ".join(str(g.meta[k]) for k in ("dataset",) if k in g.meta) or Path(graph_file).stem
+        title += f" seed {g.meta['seed']}" if "seed" in g.meta else ""
+    draw_graph(g, output, title=title, tau=threshold if g.weights is not None else None)
+    click.echo(f"wrote {output}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--grid", help="Comma-separated thresholds (default 0..0.3 including 0.006).")
+@click.option("--device", help="Evaluate on this device (default: the run's).")
+@click.option("--quiet", is_flag=True)
+def thresholds(run, grid, device, quiet) -> None:
+    """Test accuracy and sparsity of the trained network over thresholds τ, without fine-tuning (Fig. 2)."""
+    from .draw import plot_threshold_curve
+    from .prune import DEFAULT_GRID, load_run, threshold_curve, write_rows_csv
+
+    taus = DEFAULT_GRID
+    if grid:
+        try:
+            taus = tuple(float(v) for v in grid.split(",") if v.strip())
+        except ValueError:
+            raise DagwireError(f"--grid must be comma-separated numbers, got {grid!r}") from None
+        if not taus or any(not t >= 0 for t in taus):
+            raise DagwireError("--grid thresholds must be numbers >= 0")
+    trained = load_run(run, device)
+    rows = threshold_curve(trained, taus, progress=not quiet)
+    write_rows_csv(rows, Path(run) / "thresholds.csv")
+    plot_threshold_curve(rows, Path(run) / "thresholds.png", title=f"{trained.config.dataset} seed {trained.config.seed}")
+    click.echo(f"{'τ':>8} {'accuracy':>9} {'sparsity':>9} {'nodes':>6}")
+    for r in rows:
+        note = "  disconnected" if r["disconnected"] else ""
+        click.echo(f"{r['threshold']:8.4f} {r['test_accuracy']:9.4f} {r['sparsity']:9.4f} {r['nodes']:6d}{note}")
+    click.echo(f"wrote {Path(run) / 'thresholds.csv'} and thresholds.png")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--threshold", type=float, default=0.006, show_default=True)
+@click.option("--fit-channels", is_flag=False, flag_value="full", default=None,
+              help="Fit C so the parameter count is nearest to TARGET (default: the complete network's).")
+@click.option("--seed", type=int, help="Seed of the new initialisation (default: the run's + 1000).")
+@click.option("--epochs", type=int, help="Epochs (default: the run's).")
+@click.option("--device", help="Device (default: the run's).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default RUN/retrain-τ[-fitC]).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted retraining in --out.")
+@click.option("--quiet", is_flag=True)
+def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, quiet) -> None:
+    """Train the pruned architecture of RUN from scratch with a new seed, same regime (App. B–C)."""
+    from .prune import full_parameter_count, load_run, retrain_config
+    from .train import load_run_config, train as run_training
+
+    if not threshold >= 0:
+        raise DagwireError(f"--threshold must be >= 0, got {threshold}")
+    trained = load_run(run, device)
+    target = None
+    if fit_channels is not None:
+        try:
+            target = full_parameter_count(trained) if fit_channels == "full" else int(float(fit_channels))
+        except ValueError:
+            raise DagwireError(f"--fit-channels takes a parameter count, got {fit_channels!r}") from None
+        if target < 1:
+            raise DagwireError(f"--fit-channels target must be positive, got {target}")
+    out_dir = Path(out) if out else Path(run) / (f"retrain-{threshold:g}" + ("-fitC" if target else ""))
+    if resume:
+        config = load_run_config(out_dir, device=device)
+    else:
+        if (out_dir / "checkpoint.pt").exists() or (out_dir / "graph.json").exists():
+            raise DagwireError(f"{out_dir} already holds a retraining; add --resume or give another --out")
+        config = retrain_config(trained, threshold, out_dir, seed=seed, fit_channels=target, epochs=epochs, device=device)
+    result = run_training(config, out_dir, resume=resume, progress=not quiet)
+    click.echo(
+        f"done: retrained C={config.channels}, seed {config.seed}: test accuracy {result.test_accuracy:.4f}; "
+        f"run in {out_dir}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
     try:

@@ -1,0 +1,152 @@
+"""`dagwire bench`: training-step time of the complete DAG against a straightforward implementation.
+
+The reference network here is the obvious way to write SPEC §1 (one module per node, a Python
+loop over edges, scale-and-add). It lives in the benchmark on purpose: it is the yardstick the
+fast `DagNet` is measured and tested against, not a code path users run.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import counts
+from . import spec as specs
+from .model import EDGE_INIT, NodeOp, create_model
+
+
+class ReferenceDagNet(nn.Module):
+    """SPEC §1 written straightforwardly: per-edge scale-and-add, reduce blocks shared per (i, k)."""
+
+    def __init__(self, spec: specs.GraphSpec, channels: int, in_channels: int = 3, num_classes: int = 10):
+        super().__init__()
+        self.spec = spec
+
+        def width(node: int) -> int:
+            return counts.stage_channels(channels, spec.stage_of(node))
+
+        self.nodes = nn.ModuleDict({str(j): NodeOp(in_channels if j == 0 else width(j), width(j)) for j in spec.active_nodes()})
+        self.reduces = nn.ModuleDict(
+            {f"{i}_{k}": NodeOp(width(i), width(i) * 2**k, 2**k) for i, k in counts.reduce_blocks(spec)}
+        )
+        self.head = nn.Linear(width(spec.output), num_classes)
+        self.edge_weights = nn.Parameter(torch.full((spec.num_edges,), EDGE_INIT))
+
+    def resources_loss(self) -> torch.Tensor:
+        """Σ |tanh w|."""
+        return torch.tanh(self.edge_weights).abs().sum()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits."""
+        g = self.spec
+        out = {0: self.nodes["0"](x)}
+        reduced: dict = {}
+        for j in g.active_nodes()[1:]:
+            total = None
+            for e, (i, jj) in enumerate(g.edges):
+                if jj != j:
+                    continue
+                k = g.stage_of(j) - g.stage_of(i)
+                if k:
+                    if (i, k) not in reduced:
+                        reduced[(i, k)] = self.reduces[f"{i}_{k}"](out[i])
+                    source = reduced[(i, k)]
+                else:
+                    source = out[i]
+                term = torch.tanh(self.edge_weights[e]) * source
+                total = term if total is None else total + term
+            out[j] = self.nodes[str(j)](total)
+        return self.head(out[g.output].mean(dim=(2, 3)))
+
+
+def cmnist_like_graph(num_nodes: int = 60, stages: int = 3, seed: int = 0) -> specs.GraphSpec:
+    """A sparse graph like the paper's CMNIST networks: 12 live nodes, about 25 edges."""
+    rng = random.Random(seed)
+    per_stage = num_nodes // stages
+    picks = [0] + sorted(rng.sample(range(1, per_stage), 3)) + sorted(rng.sample(range(per_stage, 2 * per_stage), 3))
+    picks += sorted(rng.sample(range(2 * per_stage, num_nodes - 1), 4)) + [num_nodes - 1]
+    edges = {(a, b) for a, b in zip(picks, picks[1:])}  # a chain keeps every node live
+    while len(edges) < 25:
+        a, b = sorted(rng.sample(picks, 2))
+        edges.add((a, b))
+    return specs.from_edge_list(num_nodes, (per_stage,) * stages, edges)
+
+
+def time_train_step(model: nn.Module, batch: int, image: int, device: torch.device, steps: int = 5, warmup: int = 2,
+                    lam: float = 1e-3) -> float:
+    """Median seconds of one SGD step (forward, backward, step, λ term) after warm-up."""
+    model.to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, image, image, generator=generator).to(device)
+    y = torch.randint(0, 10, (batch,), generator=generator).to(device)
+    times = []
+    for step in range(warmup + steps):
+        _sync(device)
+        started = time.perf_counter()
+        loss = F.cross_entropy(model(x), y) + lam * model.resources_loss()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+        if step >= warmup:
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """fp32 GFLOP/s of a square matmul on `device`: the machine's ceiling."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_benchmark(
+    nodes: int = 60, stages: int = 3, channels: int = 11, batch: int = 128, image: int = 32,
+    device: str = "cpu", steps: int = 5, reference: bool = True, log: Callable[[str], None] | None = None,
+) -> dict:
+    """Every number of `dagwire bench` as one dict."""
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    full = specs.complete(nodes, stages)
+    flops_per_step = 3 * batch * counts.flops_per_image(full, channels, image)  # backward ≈ 2 × forward
+    say = log or (lambda message: None)
+    result: dict = {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "nodes": nodes, "stages": stages, "channels": channels, "batch": batch, "image": image}
+    say("matmul ceiling")
+    result["matmul_gflops"] = matmul_gflops(dev)
+    say("full DAG step")
+    result["full_step_s"] = time_train_step(create_model(full, channels), batch, image, dev, steps)
+    result["images_per_s"] = batch / result["full_step_s"]
+    result["flops_per_step"] = flops_per_step
+    result["flop_floor_s"] = flops_per_step / (result["matmul_gflops"] * 1e9)
+    result["achieved_gflops"] = flops_per_step / result["full_step_s"] / 1e9
+    sparse = cmnist_like_graph(nodes, stages)
+    say("pruned step")
+    result["pruned_edges"], result["pruned_nodes"] = sparse.num_edges, len(sparse.active_nodes())
+    result["pruned_step_s"] = time_train_step(create_model(sparse, channels), batch, image, dev, steps)
+    result["pruned_speedup"] = result["full_step_s"] / result["pruned_step_s"]
+    if reference:
+        say("reference step")
+        result["reference_step_s"] = time_train_step(ReferenceDagNet(full, channels), batch, image, dev, max(2, steps // 2), 1)
+        result["speedup_vs_reference"] = result["reference_step_s"] / result["full_step_s"]
+    return result

@@ -1,0 +1,133 @@
+"""From a trained run to pruned networks: threshold curves (Fig. 2) and retraining set-ups (App. B–C).
+
+The graph math (threshold, dead paths) lives in `dagwire.graphs`; this module applies it to a
+trained torch model: evaluation without fine-tuning on the materialised pruned network, and the
+configuration of a retraining run from scratch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from . import counts, graphs
+from . import spec as specs
+from .config import TrainConfig
+from .data import Dataset, load_dataset
+from .errors import DagwireError
+from .files import atomic_write_text
+from .model import DagNet, load_model, materialise
+from .train import evaluate, load_run_config, resolve_device
+
+DEFAULT_GRID = (0.0, 0.001, 0.002, 0.004, 0.006, 0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3)
+
+
+@dataclass
+class TrainedRun:
+    """A finished run: its config, learned graph (all initial edges, |tanh w|) and model."""
+
+    path: Path
+    config: TrainConfig
+    learned: specs.GraphSpec
+    model: DagNet
+
+
+def load_run(run: str | os.PathLike, device: str | None = None) -> TrainedRun:
+    """Load a finished run directory (config.yaml, graph.json, weights.pt)."""
+    run = Path(run)
+    config = load_run_config(run, device=device)
+    if not (run / "graph.json").exists() or not (run / "weights.pt").exists():
+        raise DagwireError(f"{run} has not finished training (no graph.json/weights.pt); resume it first")
+    learned = specs.load(run / "graph.json")
+    architecture = specs.load(run / "initial_graph.json").with_weights(None)
+    model = load_model(
+        architecture, run / "weights.pt", config.channels,
+        int(learned.meta.get("in_channels", 3)), int(learned.meta.get("num_classes", 10)),
+    ).to(resolve_device(config.device))
+    return TrainedRun(run, config, learned, model)
+
+
+def threshold_curve(
+    trained: TrainedRun, grid: Sequence[float] = DEFAULT_GRID, dataset: Dataset | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Test accuracy (no fine-tuning), sparsity and nodes of the pruned network for each τ."""
+    config = trained.config
+    data = dataset or load_dataset(
+        config.dataset, config.data_dir, limit_train=config.limit_train, limit_test=config.limit_test,
+        carve_test=config.carve_test, data_seed=config.data_seed,
+    )
+    device = trained.model.edge_weights.device
+    test_x = torch.from_numpy(data.test_x).to(device)
+    test_y = torch.from_numpy(data.test_y).to(device)
+    initial_edges = trained.learned.num_edges
+    rows = []
+    for tau in tqdm(sorted(grid), desc="thresholds", disable=not progress, leave=False):
+        pruned = graphs.prune(trained.learned, tau)
+        connected = graphs.is_connected(pruned)
+        if connected:
+            small = materialise(trained.model, pruned.with_weights(None))
+            accuracy = evaluate(small, test_x, test_y, data.mean, data.std, config.eval_batch_size)
+        else:
+            accuracy = 1.0 / data.num_classes  # no path to the output: chance level
+        kept = pruned.num_edges if connected else graphs.threshold(trained.learned, tau).num_edges
+        rows.append({
+            "threshold": float(tau),
+            "test_accuracy": accuracy,
+            "sparsity": 1.0 - kept / initial_edges,
+            "nodes": len(pruned.active_nodes()) if connected else 0,
+            "edges": kept,
+            "disconnected": not connected,
+        })
+    return rows
+
+
+def write_rows_csv(rows: list[dict], path: str | os.PathLike) -> None:
+    """Write a list of flat dicts as CSV, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def retrain_config(
+    trained: TrainedRun, tau: float, out: Path, *, seed: int | None = None,
+    fit_channels: int | None = None, **overrides,
+) -> TrainConfig:
+    """Write the pruned graph into `out` and return the config that trains it from scratch."""
+    pruned = graphs.prune(trained.learned, tau)
+    if not graphs.is_connected(pruned):
+        raise DagwireError(f"at τ={tau} the learned graph of {trained.path} is disconnected: nothing to retrain")
+    channels = trained.config.channels
+    if fit_channels is not None:
+        channels = counts.fit_channels(
+            pruned, fit_channels, int(trained.learned.meta.get("in_channels", 3)),
+            int(trained.learned.meta.get("num_classes", 10)),
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    graph_path = (out / "pruned_graph.json").resolve()
+    specs.save(pruned, graph_path, source_run=str(trained.path), threshold=tau)
+    return replace(
+        trained.config,
+        graph=str(graph_path),
+        channels=channels,
+        seed=trained.config.seed + 1000 if seed is None else seed,
+        **{k: v for k, v in overrides.items() if v is not None},
+    ).validate()
+
+
+def full_parameter_count(trained: TrainedRun) -> int:
+    """Parameters of the run's complete initial network (the default --fit-channels target)."""
+    initial = specs.load(trained.path / "initial_graph.json")
+    return counts.parameter_count(
+        initial, trained.config.channels, int(trained.learned.meta.get("in_channels", 3)),
+        int(trained.learned.meta.get("num_classes", 10)),
+    )
