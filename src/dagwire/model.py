@@ -40,17 +40,18 @@ class NodeOp(nn.Module):
 
 
 class _WeightedSum(torch.autograd.Function):
-    """Σ_e w_e · x_e accumulated in place.
+    """base + Σ_e w_e · x_e, accumulated in place.
 
     Autograd's `sum(w * x)` would allocate two tensors per edge and `torch.stack` would copy every
     input; this keeps one output buffer per node and saves the inputs by reference.
     """
 
     @staticmethod
-    def forward(ctx, weights: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out = inputs[0] * weights[0]
-        for e in range(1, len(inputs)):
+    def forward(ctx, weights: torch.Tensor, base: torch.Tensor | None, *inputs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = inputs[0] * weights[0] if base is None else base.clone()
+        for e in range(0 if base is not None else 1, len(inputs)):
             out.addcmul_(inputs[e], weights[e])
+        ctx.has_base = base is not None
         ctx.save_for_backward(weights, *inputs)
         return out
 
@@ -61,30 +62,46 @@ class _WeightedSum(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             flat = grad.reshape(-1)
             grad_w = torch.stack([torch.dot(flat, x.reshape(-1)) for x in inputs])
-        grad_inputs = [grad * weights[e] if ctx.needs_input_grad[e + 1] else None for e in range(len(inputs))]
-        return (grad_w, *grad_inputs)
+        grad_base = grad if ctx.has_base and ctx.needs_input_grad[1] else None
+        grad_inputs = [grad * weights[e] if ctx.needs_input_grad[e + 2] else None for e in range(len(inputs))]
+        return (grad_w, grad_base, *grad_inputs)
 
 
-def weighted_sum(weights: torch.Tensor, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Σ_e weights[e] · inputs[e] for same-shaped inputs."""
-    if len(inputs) == 1:
+def weighted_sum(weights: torch.Tensor, inputs: Sequence[torch.Tensor], base: torch.Tensor | None = None) -> torch.Tensor:
+    """base + Σ_e weights[e] · inputs[e] for same-shaped tensors (base optional)."""
+    if not inputs:
+        if base is None:
+            raise ValueError("weighted_sum of nothing")
+        return base
+    if base is None and len(inputs) == 1:
         return inputs[0] * weights[0]
-    return _WeightedSum.apply(weights, *inputs)
+    return _WeightedSum.apply(weights, base, *inputs)
 
 
 class DagNet(nn.Module):
-    """The staged-DAG CNN of SPEC §1 for one graph spec."""
+    """The staged-DAG CNN of SPEC §1 for one graph spec.
+
+    Edges inside a stage are summed node by node (each node needs its predecessors' outputs).
+    Edges that enter a stage from earlier stages are known when the stage starts, so all of them
+    are summed at once as one matrix product of the stage's edge weights with the stacked reduce
+    outputs: each reduce output is read once instead of once per target node.
+    """
 
     def __init__(self, spec: GraphSpec, channels: int = 11, in_channels: int = 3, num_classes: int = 10):
         super().__init__()
         self.spec = spec
         self.channels, self.in_channels, self.num_classes = channels, in_channels, num_classes
-        incoming: dict[int, list[tuple[int, int, int]]] = {}
+        inner: dict[int, list[tuple[int, int]]] = {}  # node -> [(edge, source)] inside its stage
+        cross: dict[int, list[tuple[int, int, int]]] = {}  # stage -> [(edge, source, target)] entering it
         for e, (i, j) in enumerate(spec.edges):
-            incoming.setdefault(j, []).append((e, i, spec.stage_of(j) - spec.stage_of(i)))
+            if spec.stage_of(i) == spec.stage_of(j):
+                inner.setdefault(j, []).append((e, i))
+            else:
+                cross.setdefault(spec.stage_of(j), []).append((e, i, j))
         active = spec.active_nodes()
+        has_cross = {j for edges in cross.values() for _, _, j in edges}
         for j in active[1:]:
-            if j not in incoming:
+            if j not in inner and j not in has_cross:
                 raise SpecError(f"node {j} has no input edge; remove dead paths from the graph first")
 
         def width(node: int) -> int:
@@ -100,16 +117,24 @@ class DagNet(nn.Module):
         self.edge_weights = nn.Parameter(torch.full((spec.num_edges,), EDGE_INIT))
         # 1 keeps an edge, 0 cuts it; used to evaluate a thresholded network without rebuilding it.
         self.register_buffer("edge_mask", torch.ones(spec.num_edges), persistent=False)
-        # Execution plan: for each computed node, the edge indices and (source, stage jump) pairs.
-        self._plan = [
-            (j, torch.tensor([e for e, _, _ in incoming[j]], dtype=torch.long), [(i, k) for _, i, k in incoming[j]])
-            for j in active[1:]
-        ]
-        # Reduce outputs are freed once their last consumer has run.
-        self._last_use: dict[tuple[int, int], int] = {}
-        for j, _, sources in self._plan:
-            for i, k in sources:
-                self._last_use[(i, k)] = j
+
+        # Execution plan, stage by stage. For the edges entering stage s: the reduce blocks
+        # (source, jump) to stack, the target nodes, and a [targets × sources] matrix of edge
+        # indices (spec.num_edges, an always-zero slot, where there is no edge).
+        self._stages = []
+        for s in range(len(spec.stages)):
+            nodes = [j for j in active if j > 0 and spec.stage_of(j) == s]
+            entering = cross.get(s, [])
+            blocks = sorted({(i, s - spec.stage_of(i)) for _, i, _ in entering})
+            targets = sorted({j for _, _, j in entering})
+            gather = torch.full((len(targets), len(blocks)), spec.num_edges, dtype=torch.long)
+            for e, i, j in entering:
+                gather[targets.index(j), blocks.index((i, s - spec.stage_of(i)))] = e
+            node_plan = [
+                (j, torch.tensor([e for e, _ in inner.get(j, [])], dtype=torch.long), [i for _, i in inner.get(j, [])])
+                for j in nodes
+            ]
+            self._stages.append((blocks, targets, gather, node_plan))
 
     def edge_strengths(self) -> torch.Tensor:
         """tanh(w) of every edge, times the edge mask (spec edge order)."""
@@ -122,22 +147,20 @@ class DagNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of normalised images."""
         strengths = self.edge_strengths()
+        padded = torch.cat([strengths, strengths.new_zeros(1)])  # slot num_edges: "no edge"
         outputs: dict[int, torch.Tensor] = {0: self.nodes["0"](x)}
-        reduced: dict[tuple[int, int], torch.Tensor] = {}
-        for j, edge_index, sources in self._plan:
-            inputs = []
-            for i, k in sources:
-                if k == 0:
-                    inputs.append(outputs[i])
-                    continue
-                if (i, k) not in reduced:
-                    reduced[(i, k)] = self.reduces[f"{i}_{k}"](outputs[i])
-                inputs.append(reduced[(i, k)])
-                if self._last_use[(i, k)] == j:
-                    del reduced[(i, k)]
-            outputs[j] = self.nodes[str(j)](weighted_sum(strengths[edge_index.to(x.device)], inputs))
-        out = outputs[self.spec.output]
-        return self.head(out.mean(dim=(2, 3)))
+        for blocks, targets, gather, node_plan in self._stages:
+            entering: dict[int, torch.Tensor] = {}
+            if blocks:
+                reduced = torch.stack([self.reduces[f"{i}_{k}"](outputs[i]) for i, k in blocks])
+                mixed = padded[gather.to(x.device)] @ reduced.flatten(1)
+                entering = dict(zip(targets, mixed.view(len(targets), *reduced.shape[1:]).unbind(0)))
+            for j, edge_index, sources in node_plan:
+                total = weighted_sum(
+                    padded[edge_index.to(x.device)], [outputs[i] for i in sources], entering.get(j)
+                )
+                outputs[j] = self.nodes[str(j)](total)
+        return self.head(outputs[self.spec.output].mean(dim=(2, 3)))
 
     def set_edge_mask(self, keep: Sequence[bool] | None) -> None:
         """Cut the edges whose entry is False (None keeps every edge)."""
