@@ -153,3 +153,30 @@ def test_resources_loss_is_sum_of_kept_magnitudes():
     model.set_edge_mask([True] * 5 + [False] * 10)
     assert float(model.resources_loss().detach()) == pytest.approx(5 * 0.5)
     assert math.isclose(float(torch.tanh(model.edge_weights[0])), 0.5, rel_tol=1e-6)
+
+
+def test_fast_network_matches_benchmark_reference_outputs_and_gradients():
+    from dagwire.bench import ReferenceDagNet, cmnist_like_graph
+
+    for g in (specs.complete(12, 3), cmnist_like_graph(30, 3)):
+        torch.manual_seed(3)
+        fast = create_model(g, 3)
+        with torch.no_grad():
+            fast.edge_weights.normal_()
+        ref = ReferenceDagNet(g, 3)
+        ref.load_state_dict(fast.state_dict())
+        x = torch.randn(6, 3, 32, 32)
+        a, b = fast(x), ref(x)
+        assert torch.allclose(a, b, atol=1e-5)
+        ga = torch.autograd.grad(a.square().sum(), list(fast.parameters()))
+        gb = torch.autograd.grad(b.square().sum(), list(ref.parameters()))
+        for (name, _), u, v in zip(fast.named_parameters(), ga, gb):
+            assert torch.allclose(u, v, atol=1e-5, rtol=1e-4), name
+
+
+def test_cmnist_like_benchmark_graph_is_sparse_and_live():
+    from dagwire.bench import cmnist_like_graph
+
+    g = cmnist_like_graph()
+    assert g.num_edges == 25 and len(g.active_nodes()) == 12
+    create_model(g, 2)  # every active node has an input

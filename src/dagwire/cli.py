@@ -250,6 +250,35 @@ def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, qui
     )
 
 
+@cli.command()
+@click.option("--nodes", type=int, default=60, show_default=True)
+@click.option("--stages", type=int, default=3, show_default=True)
+@click.option("--channels", type=int, default=11, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--image-size", type=int, default=32, show_default=True)
+@click.option("--steps", type=int, default=5, show_default=True, help="Timed steps (median) after 2 warm-up steps.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--no-reference", is_flag=True, help="Skip the slow straightforward implementation.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench(nodes, stages, channels, batch_size, image_size, steps, device, no_reference, as_json) -> None:
+    """Time one training step of the complete DAG, a pruned graph and a straightforward reference."""
+    from . import spec as specs
+    from .bench import run_benchmark
+    from .train import resolve_device
+
+    specs.equal_stages(nodes, stages)
+    if min(channels, batch_size, image_size, steps) < 1:
+        raise DagwireError("--channels, --batch-size, --image-size and --steps must be positive")
+    resolve_device(device)
+    log = None if as_json else (lambda message: click.echo(f"timing {message} ...", err=True))
+    result = run_benchmark(nodes, stages, channels, batch_size, image_size, device, steps, not no_reference, log)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:22s} {value:.4g}" if isinstance(value, float) else f"{key:22s} {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
     try:
