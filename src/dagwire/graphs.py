@@ -148,3 +148,27 @@ def features(
     result["pca_elongation"] = pca_elongation(undirected)
     result["q1d"] = bool(result["pca_elongation"] > 0.25 and result["edge_connectivity"] > 1)
     return result
+
+
+def _single_threaded() -> None:
+    # Each worker is one core: BLAS threads on top would oversubscribe the machine.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _features_star(args: tuple) -> dict:
+    spec, kwargs = args
+    return features(spec, **kwargs)
+
+
+def features_many(specs_: list[GraphSpec], workers: int | None = None, **kwargs) -> list[dict]:
+    """`features` of many graphs, spread over processes (the Kamada-Kawai layout dominates)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(specs_) < 8:
+        return [features(s, **kwargs) for s in specs_]
+    with ProcessPoolExecutor(workers, initializer=_single_threaded) as pool:
+        return list(pool.map(_features_star, [(s, kwargs) for s in specs_], chunksize=max(1, len(specs_) // (4 * workers))))

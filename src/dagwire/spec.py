@@ -12,6 +12,7 @@ of the columns of `edge_history.npy`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -88,12 +89,16 @@ class GraphSpec:
 
 def stage_of(stages: Sequence[int], node: int) -> int:
     """Stage index of `node` for consecutive stage blocks of the given sizes."""
-    start = 0
-    for s, size in enumerate(stages):
-        if node < start + size:
-            return s
-        start += size
-    raise SpecError(f"node {node} is outside the {sum(stages)} nodes of the stages {list(stages)}")
+    table = _stage_table(tuple(stages))
+    if not 0 <= node < len(table):
+        raise SpecError(f"node {node} is outside the {sum(stages)} nodes of the stages {list(stages)}")
+    return table[node]
+
+
+@functools.lru_cache(maxsize=64)
+def _stage_table(stages: tuple[int, ...]) -> tuple[int, ...]:
+    """Node -> stage lookup (feature code asks this hundreds of thousands of times)."""
+    return tuple(s for s, size in enumerate(stages) for _ in range(size))
 
 
 def equal_stages(num_nodes: int, num_stages: int) -> tuple[int, ...]:
