@@ -25,7 +25,7 @@ data:
 # A short, real run: CFashionMNIST, a 15-node DAG, then the learned graph measured and drawn.
 demo: setup data
 	rm -rf $(RUN)
-	$(DAGWIRE) train --dataset cfashionmnist --nodes 15 --stages 3 --channels 8 --epochs 4 \
+	$(DAGWIRE) train --dataset cfashionmnist --nodes 15 --stages 3 --channels 8 --epochs 6 \
 		--limit-train 10000 --limit-test 2000 --lam 3e-3 --out $(RUN)
 	$(DAGWIRE) features $(RUN)/graph.json --channels 8
 	$(DAGWIRE) draw $(RUN)/graph.json -o $(RUN)/graph.png

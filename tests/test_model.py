@@ -152,7 +152,7 @@ def test_resources_loss_is_sum_of_kept_magnitudes():
     assert float(model.resources_loss().detach()) == pytest.approx(15 * 0.5)
     model.set_edge_mask([True] * 5 + [False] * 10)
     assert float(model.resources_loss().detach()) == pytest.approx(5 * 0.5)
-    assert math.isclose(float(torch.tanh(model.edge_weights[0])), 0.5, rel_tol=1e-6)
+    assert math.isclose(float(torch.tanh(model.edge_weights[0].detach())), 0.5, rel_tol=1e-6)
 
 
 def test_fast_network_matches_benchmark_reference_outputs_and_gradients():

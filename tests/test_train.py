@@ -188,3 +188,30 @@ def test_describe_prints_paper_size(capsys):
     assert info["parameters"] == 863_300 and info["edges"] == 1770
     assert info["flops_per_image"] > 0
 
+
+
+def test_killed_process_resumes_to_the_same_weights(tmp_path, tiny_npz):
+    """SIGKILL a real `dagwire train` after its first checkpoint, resume it, compare with a whole run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--dataset", tiny_npz, *TINY, "--epochs", "4", "--seed", "2"]
+    assert run_cli("train", *args, "--out", tmp_path / "whole") == 0
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "dagwire.cli", "train", *args, "--out", str(tmp_path / "cut")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "cut" / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if (tmp_path / "cut" / "graph.json").exists():
+        pytest.skip("the run finished before it could be killed")
+    assert run_cli("train", "--resume", tmp_path / "cut", "--quiet") == 0
+    whole = torch.load(tmp_path / "whole" / "weights.pt", weights_only=True)
+    cut = torch.load(tmp_path / "cut" / "weights.pt", weights_only=True)
+    for key in whole:
+        assert torch.equal(whole[key], cut[key]), key
