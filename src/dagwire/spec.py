@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import SpecError
-from .files import atomic_write_json
+from .files import atomic_write_text
 
 FORMAT = "dagwire-graph/1"
 
@@ -220,7 +220,14 @@ def load(path: str | os.PathLike) -> GraphSpec:
 
 
 def save(spec: GraphSpec, path: str | os.PathLike, **extra: Any) -> None:
-    """Write `spec` (plus `extra` keys) to `path` as graph.json, atomically."""
+    """Write `spec` (plus `extra` keys) to `path` as graph.json, atomically, one edge per line."""
     obj = spec.to_dict()
     obj.update(extra)
-    atomic_write_json(path, obj)
+    lines = []
+    for key, value in obj.items():
+        if key == "edges":
+            rows = ",\n".join("  " + json.dumps(edge) for edge in value)
+            lines.append(f'"edges": [\n{rows}\n ]' if rows else '"edges": []')
+        else:
+            lines.append(f"{json.dumps(key)}: {json.dumps(value)}")
+    atomic_write_text(path, "{\n " + ",\n ".join(lines) + "\n}\n")
