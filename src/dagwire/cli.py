@@ -279,6 +279,14 @@ def bench(nodes, stages, channels, batch_size, image_size, steps, device, no_ref
             click.echo(f"{key:22s} {value:.4g}" if isinstance(value, float) else f"{key:22s} {value}")
 
 
+# Commands that live beside their own module (heavy imports stay inside their functions).
+from .report import report_command  # noqa: E402
+from .sweep import sweep_command  # noqa: E402
+
+cli.add_command(sweep_command)
+cli.add_command(report_command)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
     try:
