@@ -215,3 +215,11 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path, tiny_npz):
     cut = torch.load(tmp_path / "cut" / "weights.pt", weights_only=True)
     for key in whole:
         assert torch.equal(whole[key], cut[key]), key
+
+
+def test_bf16_precision_trains_and_records_finite_weights(tmp_path, tiny_npz):
+    out = tmp_path / "run"
+    assert run_cli("train", "--dataset", tiny_npz, *TINY, "--epochs", "1", "--precision", "bf16", "--out", out) == 0
+    history = np.load(out / "edge_history.npy")
+    assert np.isfinite(history).all() and not np.allclose(history, 0.5)
+    assert yaml.safe_load((out / "config.yaml").read_text())["precision"] == "bf16"

@@ -43,6 +43,7 @@ class TrainConfig:
     device: str = "cpu"
     eval_batch_size: int = 1000
     threshold: float = 0.006
+    precision: str = "fp32"  # "bf16": autocast matmuls and convolutions to bfloat16 (fast on GPUs)
 
     def milestones(self) -> list[int]:
         """Epochs after which the learning rate is multiplied by lr_gamma."""
@@ -73,6 +74,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise DagwireError(message)
+        if self.precision not in ("fp32", "bf16"):
+            raise DagwireError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
             raise DagwireError(f"--device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         return self

@@ -61,9 +61,9 @@ class _WeightedSum(torch.autograd.Function):
         grad_w = None
         if ctx.needs_input_grad[0]:
             flat = grad.reshape(-1)
-            grad_w = torch.stack([torch.dot(flat, x.reshape(-1)) for x in inputs])
+            grad_w = torch.stack([torch.dot(flat, x.reshape(-1).to(flat.dtype)) for x in inputs]).to(weights.dtype)
         grad_base = grad if ctx.has_base and ctx.needs_input_grad[1] else None
-        grad_inputs = [grad * weights[e] if ctx.needs_input_grad[e + 2] else None for e in range(len(inputs))]
+        grad_inputs = [(grad * weights[e]).to(inputs[e].dtype) if ctx.needs_input_grad[e + 2] else None for e in range(len(inputs))]
         return (grad_w, grad_base, *grad_inputs)
 
 

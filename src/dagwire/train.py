@@ -67,6 +67,11 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bfloat16 autocast for --precision bf16, a no-op context for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.inference_mode()
 def evaluate(model: DagNet, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int = 1000) -> float:
     """Test accuracy of `model` on uint8 images `x` (already on the model's device)."""
@@ -161,8 +166,9 @@ def train(
             if config.augment:
                 x = augment_batch(x, generator)
             x, y = normalize_batch(x, mean, std), train_y[index]
-            logits = model(x)
-            ce = F.cross_entropy(logits, y)
+            with autocast(device, config.precision):
+                logits = model(x)
+            ce = F.cross_entropy(logits.float(), y)
             loss = ce + config.lam * model.resources_loss()
             if not torch.isfinite(loss):
                 bar.close()
