@@ -43,6 +43,7 @@ def train_options(fn):
         click.option("--seed", type=int, help="Seed of initialisation and data order (default 0)."),
         click.option("--device", help="cpu (default), cuda, cuda:N."),
         click.option("--threshold", type=float, help="τ for the thresholded accuracy at the end (default 0.006)."),
+        click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the network (long GPU runs)."),
         click.option("--precision", type=click.Choice(["fp32", "bf16"]), help="bf16: autocast (GPU speed-up); default fp32."),
     ]
     for option in reversed(options):
@@ -53,6 +54,8 @@ def train_options(fn):
 def _config_from_flags(config_path, **flags):
     from .config import build_config
 
+    if "compile_" in flags:
+        flags["compile"] = flags.pop("compile_")
     milestones = flags.pop("lr_milestones", None)
     if milestones is not None:
         try:

@@ -43,6 +43,7 @@ class TrainConfig:
     device: str = "cpu"
     eval_batch_size: int = 1000
     threshold: float = 0.006
+    compile: bool = False  # torch.compile the network: minutes of compiling, pays off on long GPU runs
     precision: str = "fp32"  # "bf16": autocast matmuls and convolutions to bfloat16 (fast on GPUs)
 
     def milestones(self) -> list[int]:

@@ -150,6 +150,8 @@ def train(
     test_y = torch.from_numpy(data.test_y).to(device)
     mean, std = data.mean, data.std
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    # The compiled module shares its parameters with `model`, which is what gets saved.
+    forward = torch.compile(model) if config.compile else model
 
     # --- epochs ------------------------------------------------------------------------------
     for epoch in range(start_epoch, config.epochs):
@@ -167,7 +169,7 @@ def train(
                 x = augment_batch(x, generator)
             x, y = normalize_batch(x, mean, std), train_y[index]
             with autocast(device, config.precision):
-                logits = model(x)
+                logits = forward(x)
             ce = F.cross_entropy(logits.float(), y)
             loss = ce + config.lam * model.resources_loss()
             if not torch.isfinite(loss):

@@ -1,0 +1,585 @@
+"""Comparing learned networks across runs (SPEC §6, §7): similarity, UMAP, drawings, edge dynamics.
+
+Everything here works from a sweep's `runs.csv` (read with `load_runs`) and its run directories:
+no torch, no training. Figures are PNG files written atomically (`dagwire.draw.save_figure`).
+
+Conventions:
+- Runs are ordered by dataset in the paper's order of difficulty (cmnist, ckmnist, cfashionmnist,
+  cifar10, cifar10_t8), other datasets after them alphabetically, then by seed.
+- A "connected" run is a done run whose pruned graph reaches the output; only those have features.
+- Standard deviations are sample standard deviations (ddof=1), as in pandas.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import DagwireError
+from .spec import GraphSpec
+
+# The paper's datasets in its order of difficulty (Tables 1-5 columns).
+PAPER_DATASETS = ("cmnist", "ckmnist", "cfashionmnist", "cifar10", "cifar10_t8")
+
+# Table 1 + Table 2 features except `parameters` (SPEC §6), for the paper's 3 stages; `feature_columns`
+# expands the per-stage entries to the stages a sweep actually has.
+FEATURES_FOR_SIMILARITY: tuple[str, ...] = (
+    "sparsity", "sparsity_stage_0", "sparsity_stage_1", "sparsity_stage_2",
+    "nodes", "nodes_stage_0", "nodes_stage_1", "nodes_stage_2",
+    "log_paths", "mean_path", "max_path", "ln_communicability", "edge_connectivity",
+    "mean_degree", "pca_elongation",
+)
+_GLOBAL_FEATURES = ("log_paths", "mean_path", "max_path", "ln_communicability", "edge_connectivity",
+                    "mean_degree", "pca_elongation")
+
+# Below this many networks UMAP's neighbour graph is meaningless; a PCA projection stands in.
+UMAP_MIN_POINTS = 4
+
+DATASET_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
+                   "#8C8C8C", "#CCB974", "#64B5CD")
+
+
+# --------------------------------------------------------------------------------------------
+# runs.csv
+
+
+def dataset_order(names: Sequence[str]) -> list[str]:
+    """Distinct dataset names, the paper's five first in its order, then the rest alphabetically."""
+    distinct = list(dict.fromkeys(str(n) for n in names))
+    known = [d for d in PAPER_DATASETS if d in distinct]
+    return known + sorted(d for d in distinct if d not in PAPER_DATASETS)
+
+
+def _as_bool(values) -> np.ndarray:
+    """A CSV column of booleans (True/False, 1/0, strings, blanks) as a numpy bool array."""
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)):
+            out.append(bool(v))
+        elif v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(False)
+        elif isinstance(v, (int, float, np.integer, np.floating)):
+            out.append(bool(v))
+        else:
+            out.append(str(v).strip().lower() in ("true", "1", "yes"))
+    return np.array(out, dtype=bool)
+
+
+def load_runs(sweep_dir: str | os.PathLike):
+    """runs.csv of a sweep as a DataFrame, sorted by dataset then seed, run_dir made absolute."""
+    import pandas as pd
+
+    sweep = Path(sweep_dir)
+    if not sweep.is_dir():
+        raise DagwireError(f"sweep directory not found: {sweep}")
+    csv = sweep / "runs.csv"
+    if not csv.is_file():
+        raise DagwireError(f"{csv} not found: run `dagwire sweep` first (it writes runs.csv)")
+    try:
+        df = pd.read_csv(csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DagwireError(f"cannot read {csv}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    missing = [c for c in ("dataset", "seed", "status") if c not in df.columns]
+    if missing:
+        raise DagwireError(f"{csv} lacks the column(s) {', '.join(missing)}")
+    df = with_flags(df)
+    df["run_dir"] = [_resolve_run_dir(sweep, v) for v in df["run_dir"]]
+    order = {d: k for k, d in enumerate(dataset_order(df["dataset"]))}
+    df = df.assign(_order=df["dataset"].map(order)).sort_values(["_order", "seed"], kind="stable")
+    return df.drop(columns="_order").reset_index(drop=True)
+
+
+def with_flags(df):
+    """A copy of a runs table with boolean columns done, disconnected and connected (features exist)."""
+    import pandas as pd
+
+    df = df.copy()
+    df["dataset"] = df["dataset"].astype(str)
+    df["status"] = df["status"].astype(str).str.strip() if "status" in df.columns else "done"
+    df["done"] = df["status"].eq("done")
+    df["disconnected"] = _as_bool(df["disconnected"]) if "disconnected" in df.columns else False
+    # A done run without graph features (a disconnected graph has none) cannot be compared.
+    if "nodes" in df.columns:
+        df["disconnected"] = df["disconnected"] | pd.to_numeric(df["nodes"], errors="coerce").isna()
+    df["connected"] = df["done"] & ~df["disconnected"]
+    if "run_dir" not in df.columns:
+        df["run_dir"] = ""
+    df["run_dir"] = df["run_dir"].fillna("").astype(str)
+    df["error"] = df["error"].fillna("").astype(str) if "error" in df.columns else ""
+    return df
+
+
+def _resolve_run_dir(sweep: Path, value: Any) -> str:
+    """A run_dir cell as an absolute path: as written, else relative to the sweep directory."""
+    if not isinstance(value, str) or not value.strip():
+        return ""
+    path = Path(value)
+    if path.is_absolute():
+        return str(path)
+    # The sweep may store paths relative to where it was started or to the sweep itself.
+    for candidate in (sweep / path, path):
+        if candidate.exists():
+            return str(candidate.resolve())
+    return str((sweep / path).resolve())
+
+
+def feature_columns(df) -> list[str]:
+    """FEATURES_FOR_SIMILARITY for the stages present in `df` (sparsity_stage_s, nodes_stage_s)."""
+    stages = sorted({int(c.rsplit("_", 1)[1]) for c in df.columns
+                     if c.startswith("sparsity_stage_") and c.rsplit("_", 1)[1].isdigit()})
+    return (["sparsity"] + [f"sparsity_stage_{s}" for s in stages]
+            + ["nodes"] + [f"nodes_stage_{s}" for s in stages if f"nodes_stage_{s}" in df.columns]
+            + list(_GLOBAL_FEATURES))
+
+
+def standardise(X: np.ndarray) -> np.ndarray:
+    """Columns to zero mean and unit variance (sklearn StandardScaler); a constant column becomes 0."""
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.asarray(X, dtype=float)
+    if X.shape[0] == 0:
+        return X.copy()
+    # StandardScaler leaves a zero-variance column's scale at 1, so it centres to exactly 0.
+    return StandardScaler().fit_transform(X)
+
+
+def feature_matrix(df) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """Standardised feature vectors of the connected done runs (by dataset, seed) and their (dataset, seed)."""
+    rows = _connected(df)
+    columns = feature_columns(df)
+    missing = [c for c in columns if c not in rows.columns]
+    if missing:
+        raise DagwireError(f"runs.csv lacks the feature column(s) {', '.join(missing)}")
+    X = rows[columns].apply(_numeric).to_numpy(dtype=float)
+    finite = np.isfinite(X).all(axis=1)
+    rows, X = rows[finite], X[finite]
+    labels = [(str(d), int(s)) for d, s in zip(rows["dataset"], rows["seed"])]
+    return standardise(X), labels
+
+
+def _numeric(column):
+    import pandas as pd
+
+    return pd.to_numeric(column, errors="coerce")
+
+
+def _connected(df):
+    """The connected done runs, sorted by dataset (paper order) then seed."""
+    if "connected" not in df.columns:
+        df = with_flags(df)
+    rows = df[df["connected"]]
+    order = {d: k for k, d in enumerate(dataset_order(rows["dataset"]))}
+    return rows.assign(_o=rows["dataset"].map(order)).sort_values(["_o", "seed"], kind="stable").drop(columns="_o")
+
+
+# --------------------------------------------------------------------------------------------
+# Similarity (Fig. 4) and UMAP (Fig. 8)
+
+
+def similarity_matrix(X: np.ndarray, gamma: float | None = None) -> np.ndarray:
+    """RBF kernel exp(-γ‖x−y‖²) between rows; γ defaults to sklearn's 1 / n_features."""
+    from sklearn.metrics.pairwise import rbf_kernel
+
+    X = np.asarray(X, dtype=float)
+    if X.shape[0] == 0:
+        return np.zeros((0, 0))
+    return rbf_kernel(X, gamma=gamma)
+
+
+def _dataset_of(label) -> str:
+    return str(label[0]) if isinstance(label, (tuple, list)) else str(label)
+
+
+def _blocks(labels: Sequence) -> list[tuple[str, int, int]]:
+    """(dataset, start, stop) of consecutive runs of the same dataset."""
+    out: list[tuple[str, int, int]] = []
+    for k, label in enumerate(labels):
+        d = _dataset_of(label)
+        if out and out[-1][0] == d:
+            out[-1] = (d, out[-1][1], k + 1)
+        else:
+            out.append((d, k, k + 1))
+    return out
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no screen
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_similarity(S: np.ndarray, labels: Sequence, path: str | os.PathLike,
+                    title: str = "RBF similarity of standardised graph features") -> None:
+    """Fig. 4: the similarity matrix as a heatmap, dataset blocks outlined and named."""
+    from .draw import save_figure
+
+    plt = _plt()
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    image = ax.imshow(np.asarray(S), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    blocks = _blocks(labels)
+    for _, start, stop in blocks:
+        # A white square around each dataset's block: within-dataset similarity is the point of Fig. 4.
+        ax.add_patch(plt.Rectangle((start - 0.5, start - 0.5), stop - start, stop - start,
+                                   fill=False, edgecolor="white", linewidth=1.5))
+    centres = [(start + stop - 1) / 2 for _, start, stop in blocks]
+    names = [f"{d} ({stop - start})" for d, start, stop in blocks]
+    ax.set_xticks(centres, names, rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(centres, names, fontsize=8)
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(n - 0.5, -0.5)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="similarity")
+    ax.set_title(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def _pca_2d(X: np.ndarray) -> np.ndarray:
+    """First two principal-component scores (zero-padded), signs fixed for determinism."""
+    X = np.asarray(X, dtype=float)
+    out = np.zeros((X.shape[0], 2))
+    if X.shape[0] < 2:
+        return out
+    centred = X - X.mean(axis=0)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    for k in range(min(2, len(s))):
+        if s[k] <= 1e-12:
+            break
+        v = vt[k] * (1.0 if vt[k][np.argmax(np.abs(vt[k]))] >= 0 else -1.0)
+        out[:, k] = centred @ v
+    return out
+
+
+def umap_embedding(X: np.ndarray, seed: int = 0) -> np.ndarray:
+    """2-D UMAP of the rows (n_neighbors = min(15, n−1)); below UMAP_MIN_POINTS rows, a PCA projection."""
+    X = np.asarray(X, dtype=float)
+    n = X.shape[0]
+    if n < UMAP_MIN_POINTS:
+        return _pca_2d(X)
+    import umap
+
+    with warnings.catch_warnings():
+        # umap warns that a fixed random_state forces one thread, and about tiny spectral inits.
+        warnings.simplefilter("ignore")
+        reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1)
+        return np.asarray(reducer.fit_transform(X), dtype=float)
+
+
+def plot_umap(E: np.ndarray, labels: Sequence, path: str | os.PathLike) -> None:
+    """Fig. 8: the 2-D embedding, one colour per dataset (says so when PCA stood in for UMAP)."""
+    from .draw import save_figure
+
+    plt = _plt()
+    E = np.asarray(E, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    datasets = dataset_order([_dataset_of(label) for label in labels])
+    for k, d in enumerate(datasets):
+        idx = [i for i, label in enumerate(labels) if _dataset_of(label) == d]
+        ax.scatter(E[idx, 0], E[idx, 1], s=40, color=DATASET_COLOURS[k % len(DATASET_COLOURS)],
+                   edgecolors="black", linewidths=0.4, label=f"{d} ({len(idx)})")
+    method = "UMAP" if len(labels) >= UMAP_MIN_POINTS else (
+        f"PCA (only {len(labels)} networks: UMAP needs at least {UMAP_MIN_POINTS})")
+    ax.set_title(f"{method} of standardised graph features", fontsize=10)
+    ax.set_xlabel("dimension 1")
+    ax.set_ylabel("dimension 2")
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Drawings (Fig. 3, 9)
+
+
+def _load_graph(run_dir: str) -> GraphSpec | None:
+    from . import spec as specs
+
+    path = Path(run_dir) / "graph.json" if run_dir else None
+    if path is None or not path.is_file():
+        return None
+    return specs.load(path)
+
+
+def plot_graph_grid(df, path: str | os.PathLike, tau: float = 0.006, max_seeds: int = 10) -> None:
+    """Fig. 9: pruned graphs drawn in a grid, rows = datasets, columns = seeds (up to max_seeds)."""
+    from .draw import draw_graph, save_figure
+
+    plt = _plt()
+    df = with_flags(df)
+    datasets = dataset_order(df["dataset"])
+    seeds = sorted({int(s) for s in df["seed"]})[:max_seeds]
+    if not datasets or not seeds:
+        raise DagwireError("no runs to draw")
+    fig, axes = plt.subplots(len(datasets), len(seeds), figsize=(2.6 * len(seeds), 2.7 * len(datasets)),
+                             squeeze=False)
+    for r, d in enumerate(datasets):
+        for c, s in enumerate(seeds):
+            ax = axes[r][c]
+            match = df[(df["dataset"] == d) & (df["seed"].astype(int) == s)]
+            row = match.iloc[0] if len(match) else None
+            spec = _load_graph(row["run_dir"]) if row is not None and row["status"] == "done" else None
+            if spec is None or spec.weights is None:
+                why = "no run" if row is None else ("failed" if row["status"] != "done" else "no graph.json")
+                ax.text(0.5, 0.5, f"{d} seed {s}\n{why}", ha="center", va="center", fontsize=8, color="grey")
+                ax.set_axis_off()
+                continue
+            draw_graph(spec, title=f"{d} seed {s}", tau=tau, ax=ax)
+            legend = ax.get_legend()
+            if legend is not None and (r, c) != (0, 0):
+                legend.remove()  # one stage legend is enough for the whole grid
+    fig.suptitle(f"Pruned graphs (τ = {tau:g}), Kamada-Kawai layout, nodes coloured by stage", fontsize=11)
+    save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Edge dynamics (Fig. 6, 7)
+
+
+def load_history(run_dir: str) -> np.ndarray | None:
+    """edge_history.npy of a run (epochs × edges), or None when it is missing."""
+    path = Path(run_dir) / "edge_history.npy" if run_dir else None
+    if path is None or not path.is_file():
+        return None
+    history = np.load(path, allow_pickle=False)
+    return np.atleast_2d(np.asarray(history, dtype=float))
+
+
+def plot_edge_trajectories(history: np.ndarray, retained: np.ndarray, tau: float, path: str | os.PathLike,
+                           sample: int = 25, seed: int = 0, title: str | None = None) -> None:
+    """Fig. 6a: |tanh w| over epochs of a random sample of retained (left) and eliminated (right) edges."""
+    from .draw import save_figure
+
+    plt = _plt()
+    history = np.atleast_2d(np.asarray(history, dtype=float))
+    retained = np.asarray(retained, dtype=bool)
+    if history.shape[1] != retained.size:
+        raise ValueError(f"history {history.shape} does not match {retained.size} edges")
+    rng = np.random.default_rng(seed)
+    epochs = np.arange(1, history.shape[0] + 1)
+    # Log scale: an exact zero has no place on it, so it is drawn at the floor.
+    floor = max(min(tau / 100.0, float(np.min(history[history > 0], initial=1.0))), 1e-9)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, mask, name, colour in ((axes[0], retained, "retained", "#4C72B0"),
+                                   (axes[1], ~retained, "eliminated", "#C44E52")):
+        idx = np.flatnonzero(mask)
+        chosen = np.sort(rng.choice(idx, size=min(sample, idx.size), replace=False)) if idx.size else idx
+        for e in chosen:
+            ax.plot(epochs, np.maximum(history[:, e], floor), color=colour, alpha=0.45, linewidth=0.9)
+        ax.axhline(tau, color="black", linestyle="--", linewidth=1)
+        ax.text(epochs[0], tau, f" τ={tau:g}", va="bottom", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{name} edges ({chosen.size} of {idx.size} shown)", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("|tanh w| at the end of the epoch")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    save_figure(fig, path)
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float, int]:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan"), 0
+    std = float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
+    return float(values.mean()), std, int(values.size)
+
+
+def plot_dsc(df, path: str | os.PathLike) -> None:
+    """Fig. 6b: mean DSC of the pruned edges with the largest / smallest epoch-1 edges, per dataset (± std)."""
+    from .draw import save_figure
+
+    plt = _plt()
+    rows = _connected(df)  # a disconnected run has no pruned edge set to compare
+    datasets = dataset_order(rows["dataset"])
+    stats = {key: [_mean_std(_numeric(rows.loc[rows["dataset"] == d, key]) if key in rows.columns else [])
+                   for d in datasets] for key in ("dyn_dsc_largest", "dyn_dsc_smallest")}
+    x = np.arange(len(datasets))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(datasets) + 2), 3.8))
+    for offset, key, name, colour in ((-0.18, "dyn_dsc_largest", "largest", "#4C72B0"),
+                                      (0.18, "dyn_dsc_smallest", "smallest", "#DD8452")):
+        means = [m for m, _, _ in stats[key]]
+        errors = [0.0 if not np.isfinite(s) else s for _, s, _ in stats[key]]
+        ax.bar(x + offset, means, width=0.36, yerr=errors, capsize=3, color=colour,
+               label=f"{name} edges after epoch 1")
+    ax.set_xticks(x, [f"{d}\n(n={stats['dyn_dsc_largest'][k][2]})" for k, d in enumerate(datasets)], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("DSC with the pruned edge set")
+    ax.set_title("Pruned edges vs the same number of largest / smallest edges after epoch 1", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, path)
+
+
+def topk_graph(spec: GraphSpec, first_epoch: np.ndarray, target_edges: int) -> GraphSpec:
+    """The top-k graph of App. D: the k largest epoch-1 edges, k the smallest ≥ target_edges that connects.
+
+    Edges of `spec` (every edge of the initial graph, in graph.json order) are ranked by their
+    |tanh w| after epoch 1, largest first; ties keep the graph.json (i, j) order. k is the smallest
+    number, at least `target_edges` (clamped to [1, |E|]), such that the graph formed by the top-k
+    edges (its nodes: the endpoints of those edges) contains the input node 0 and the output node
+    N−1 and is weakly connected. Returns that graph with the epoch-1 values as weights. Weak
+    connectivity does not guarantee a directed input→output path; `topk_similarity` checks that.
+    """
+    import networkx as nx
+
+    first_epoch = np.asarray(first_epoch, dtype=float).ravel()
+    if first_epoch.size != spec.num_edges:
+        raise ValueError(f"{first_epoch.size} epoch-1 values for {spec.num_edges} edges")
+    if spec.num_edges == 0:
+        raise DagwireError("the graph has no edges: no top-k graph exists")
+    order = np.argsort(-first_epoch, kind="stable")
+    target = min(max(int(target_edges), 1), spec.num_edges)
+    # Adding edges in rank order with a union-find gives every prefix's weak components in one pass.
+    components = nx.utils.UnionFind()
+    touched: set[int] = set()
+    parts = 0
+    for k, e in enumerate(order, start=1):
+        i, j = spec.edges[e]
+        for node in (i, j):
+            if node not in touched:
+                touched.add(node)
+                parts += 1
+        if components[i] != components[j]:
+            components.union(i, j)
+            parts -= 1
+        if k >= target and parts == 1 and 0 in touched and spec.output in touched:
+            chosen = sorted(order[:k].tolist())
+            return spec.with_edges([spec.edges[c] for c in chosen], [float(first_epoch[c]) for c in chosen])
+    raise DagwireError("the initial graph's edges do not form a weakly connected graph holding input and output")
+
+
+@dataclass
+class TopKResult:
+    """Fig. 7 data: per-run similarities and the pruned × top-k matrices (runs ordered by dataset, seed)."""
+
+    table: Any  # DataFrame: dataset, seed, target_edges, k, rbf, dsc (own pruned graph vs own top-k)
+    labels: list[tuple[str, int]] = field(default_factory=list)
+    rbf: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # [pruned i, top-k j]
+    dsc: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    skipped: list[str] = field(default_factory=list)  # "dataset seed: why"
+
+
+def topk_similarity(df, tau: float = 0.006, gamma: float | None = None) -> TopKResult:
+    """Fig. 7: RBF (features standardised jointly over pruned and top-k graphs) and edge DSC, per run.
+
+    For each dataset the target size is round((1 − mean sparsity) · |E_initial|), the mean over its
+    connected runs; each run's top-k graph is `topk_graph` on its own epoch-1 edge weights. Its
+    features are `graphs.features` at τ = 0 (dead paths removed, as for pruned graphs). Runs
+    whose top-k graph has no directed input→output path, or that lack files, are skipped.
+    """
+    import pandas as pd
+
+    from . import graphs
+    from .dynamics import dice
+
+    rows = _connected(df)
+    columns = feature_columns(df)
+    records, pruned_vectors, topk_vectors, edge_sets, skipped = [], [], [], [], []
+    for d in dataset_order(rows["dataset"]):
+        group = rows[rows["dataset"] == d]
+        sparsity = _numeric(group["sparsity"]).mean()
+        for _, row in group.iterrows():
+            name = f"{d} seed {int(row['seed'])}"
+            spec, history = _load_graph(row["run_dir"]), load_history(row["run_dir"])
+            if spec is None or spec.weights is None or history is None:
+                skipped.append(f"{name}: graph.json or edge_history.npy missing")
+                continue
+            if history.shape[1] != spec.num_edges:
+                skipped.append(f"{name}: edge_history.npy has {history.shape[1]} columns for {spec.num_edges} edges")
+                continue
+            target = int(round((1.0 - float(sparsity)) * spec.num_edges))
+            channels = int(spec.meta.get("channels", 11))
+            pruned = graphs.prune(spec, tau)
+            topk = topk_graph(spec, history[0], target)
+            f_topk = graphs.features(topk, 0.0, channels, initial=spec)
+            if f_topk.get("disconnected"):
+                skipped.append(f"{name}: top-k graph (k={topk.num_edges}) has no directed input→output path")
+                continue
+            # The pruned graph's features are the run's own (runs.csv), the ones Tables 1-2 show.
+            own = [float(pd.to_numeric(row.get(c), errors="coerce")) for c in columns]
+            if not np.all(np.isfinite(own)):
+                skipped.append(f"{name}: runs.csv lacks some of its graph features")
+                continue
+            pruned_vectors.append(own)
+            topk_vectors.append([float(f_topk[c]) for c in columns])
+            edge_sets.append((set(pruned.edges), set(topk.edges)))
+            records.append({"dataset": d, "seed": int(row["seed"]), "target_edges": target,
+                            "k": topk.num_edges, "pruned_edges": pruned.num_edges})
+    n = len(records)
+    if n == 0:
+        return TopKResult(pd.DataFrame(columns=["dataset", "seed", "target_edges", "k", "pruned_edges", "rbf", "dsc"]),
+                          skipped=skipped)
+    # One scaler over both families, so the two sets of vectors live in the same units.
+    Z = standardise(np.array(pruned_vectors + topk_vectors, dtype=float))
+    rbf = similarity_matrix(Z, gamma)[:n, n:]
+    dsc = np.array([[dice(edge_sets[i][0], edge_sets[j][1]) for j in range(n)] for i in range(n)])
+    table = pd.DataFrame(records)
+    table["rbf"] = np.diag(rbf)
+    table["dsc"] = np.diag(dsc)
+    labels = [(r["dataset"], r["seed"]) for r in records]
+    return TopKResult(table, labels, rbf, dsc, skipped)
+
+
+def plot_topk(result: TopKResult, path: str | os.PathLike) -> None:
+    """Fig. 7: (a) RBF and (b) DSC similarity, pruned graphs (rows) × top-k graphs (columns)."""
+    from .draw import save_figure
+
+    plt = _plt()
+    n = len(result.labels)
+    if n == 0:
+        raise DagwireError("no top-k graphs to plot: " + ("; ".join(result.skipped) or "no connected runs"))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.0), gridspec_kw={"wspace": 0.3})
+    blocks = _blocks(result.labels)
+    centres = [(start + stop - 1) / 2 for _, start, stop in blocks]
+    names = [d for d, _, _ in blocks]
+    for ax, matrix, name in ((axes[0], result.rbf, "(a) structural (RBF) similarity"),
+                             (axes[1], result.dsc, "(b) edge DSC")):
+        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        for _, start, stop in blocks:
+            ax.add_patch(plt.Rectangle((start - 0.5, start - 0.5), stop - start, stop - start,
+                                       fill=False, edgecolor="white", linewidth=1.2))
+        ax.set_xticks(centres, names, rotation=35, ha="right", fontsize=8)
+        ax.set_yticks(centres, names, fontsize=8)
+        ax.set_xlabel("top-k graph (largest edges after epoch 1)")
+        ax.set_title(name, fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    axes[0].set_ylabel("pruned graph (τ)")
+    save_figure(fig, path)
+
+
+def retained_mask(spec: GraphSpec, tau: float) -> np.ndarray:
+    """Boolean mask over `spec.edges`: the edges that survive pruning at τ."""
+    from . import graphs
+
+    return np.array(graphs.edge_mask(spec, graphs.prune(spec, tau)), dtype=bool)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The JSON objects of a .jsonl file, skipping blank or unreadable lines (a run may be mid-write)."""
+    out = []
+    try:
+        text = Path(path).read_text()
+    except (FileNotFoundError, IsADirectoryError):
+        return out
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
