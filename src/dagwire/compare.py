@@ -111,9 +111,14 @@ def with_flags(df):
     df["connected"] = df["done"] & ~df["disconnected"]
     if "run_dir" not in df.columns:
         df["run_dir"] = ""
-    df["run_dir"] = df["run_dir"].fillna("").astype(str)
-    df["error"] = df["error"].fillna("").astype(str) if "error" in df.columns else ""
+    df["run_dir"] = _text(df["run_dir"])
+    df["error"] = _text(df["error"]) if "error" in df.columns else ""
     return df
+
+
+def _text(column) -> list[str]:
+    """A CSV column as strings, blanks (read as NaN) as ""."""
+    return ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in column]
 
 
 def _resolve_run_dir(sweep: Path, value: Any) -> str:
@@ -332,7 +337,7 @@ def plot_graph_grid(df, path: str | os.PathLike, tau: float = 0.006, max_seeds: 
                 ax.text(0.5, 0.5, f"{d} seed {s}\n{why}", ha="center", va="center", fontsize=8, color="grey")
                 ax.set_axis_off()
                 continue
-            draw_graph(spec, title=f"{d} seed {s}", tau=tau, ax=ax)
+            draw_graph(spec, title=f"{d} seed {s}", tau=tau, ax=ax, arrows=False)
             legend = ax.get_legend()
             if legend is not None and (r, c) != (0, 0):
                 legend.remove()  # one stage legend is enough for the whole grid
@@ -475,8 +480,10 @@ def topk_similarity(df, tau: float = 0.006, gamma: float | None = None) -> TopKR
 
     For each dataset the target size is round((1 − mean sparsity) · |E_initial|), the mean over its
     connected runs; each run's top-k graph is `topk_graph` on its own epoch-1 edge weights. Its
-    features are `graphs.features` at τ = 0 (dead paths removed, as for pruned graphs). Runs
-    whose top-k graph has no directed input→output path, or that lack files, are skipped.
+    features are `graphs.features` at τ = 0 (dead paths removed, as for pruned graphs); the pruned
+    graph's are the run's own from runs.csv. DSC compares the pruned edge set with the whole top-k
+    edge set. Runs whose top-k graph has no directed input→output path (weak connectivity does not
+    promise one), or that lack files, are skipped and named in `skipped`.
     """
     import pandas as pd
 
@@ -554,7 +561,7 @@ def plot_topk(result: TopKResult, path: str | os.PathLike) -> None:
         ax.set_xlabel("top-k graph (largest edges after epoch 1)")
         ax.set_title(name, fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    axes[0].set_ylabel("pruned graph (τ)")
+    axes[0].set_ylabel("pruned graph")
     save_figure(fig, path)
 
 

@@ -135,6 +135,7 @@ class Table:
     note: str = ""
     paper_columns: set[int] = field(default_factory=set)  # column indices holding the paper's numbers
     paper_rows: set[int] = field(default_factory=set)  # row indices holding the paper's numbers
+    text_columns: int = 1  # leading columns of labels (left-aligned), the rest numbers
 
 
 def comparison_table(title: str, df, rows: Sequence[tuple[str, str, Callable[[float, float], str]]],
@@ -329,8 +330,8 @@ def table5(df, local_df=None, tau: float = 0.006) -> Table:
             f"cifar10 only.")
     if local_df is None:
         note += " No local-graph sweep was given (--local DIR), so only full-DAG rows are ours."
-    table = Table("Table 5: test accuracy, full DAG vs local initial graph", header, body, note)
-    table.paper_rows = paper_rows
+    table = Table("Table 5: test accuracy, full DAG vs local initial graph", header, body, note,
+                  paper_rows=paper_rows, text_columns=3)
     return table
 
 
@@ -503,14 +504,14 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+th { background: #f0f0f0; } td.text, th.text { text-align: left; }
 th.paper, td.paper, tr.paper td { background: #f7f3e8; color: #555; font-style: italic; }
 .note { font-size: 0.85em; color: #555; max-width: 60em; }
 .scroll { overflow-x: auto; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #444; max-width: 60em; }
 .missing { color: #a33; } pre { background: #f6f6f6; padding: 0.6em; font-size: 0.8em; overflow-x: auto; }
-td.error { text-align: left; white-space: normal; font-family: monospace; font-size: 0.9em; }
+td.error { white-space: normal; font-family: monospace; font-size: 0.9em; }
 """
 
 
@@ -518,17 +519,17 @@ def _html_table(table: Table, wrap_from: int | None = None) -> str:
     """One table as HTML; paper columns and rows get the 'paper' class, columns ≥ wrap_from wrap text."""
     e = html.escape
 
-    def cls(names: list[str]) -> str:
+    def attrs(k: int, cell: bool) -> str:
+        names = (["paper"] if k in table.paper_columns else []) + (["text"] if k < table.text_columns else [])
+        if cell and wrap_from is not None and k >= wrap_from:
+            names.append("error")
         return f' class="{" ".join(names)}"' if names else ""
 
-    head = "".join(f"<th{cls(['paper'] if k in table.paper_columns else [])}>{e(h)}</th>"
-                   for k, h in enumerate(table.header))
+    head = "".join(f"<th{attrs(k, False)}>{e(h)}</th>" for k, h in enumerate(table.header))
     body = []
     for r, row in enumerate(table.rows):
-        cells = "".join(
-            f"<td{cls((['paper'] if k in table.paper_columns else []) + (['error'] if wrap_from is not None and k >= wrap_from else []))}>"
-            f"{e(c)}</td>" for k, c in enumerate(row))
-        body.append(f"<tr{cls(['paper'] if r in table.paper_rows else [])}>{cells}</tr>")
+        cells = "".join(f"<td{attrs(k, True)}>{e(c)}</td>" for k, c in enumerate(row))
+        body.append(f'<tr{" class=paper" if r in table.paper_rows else ""}>{cells}</tr>')
     return (f"<h2>{e(table.title)}</h2>\n<div class=scroll><table><thead><tr>{head}</tr></thead>\n<tbody>"
             + "\n".join(body) + "</tbody></table></div>\n" + (f"<p class=note>{e(table.note)}</p>\n" if table.note else ""))
 
@@ -575,13 +576,20 @@ def _summary(df, sweep: Path, local_df, local_dir) -> tuple[str, str | None]:
     return line, text
 
 
+def _seed_text(seed) -> str:
+    try:
+        return str(int(seed))
+    except (TypeError, ValueError):
+        return str(seed)
+
+
 def _failed_table(df) -> Table | None:
     failed = df[~df["done"]]
     if not len(failed):
         return None
-    rows = [[str(r["dataset"]), str(int(r["seed"])), str(r["status"]), str(r["error"])[:600]]
+    rows = [[str(r["dataset"]), _seed_text(r["seed"]), str(r["status"]), str(r["error"])[:600]]
             for _, r in failed.iterrows()]
-    return Table("Failed runs", ["dataset", "seed", "status", "error"], rows)
+    return Table("Failed runs", ["dataset", "seed", "status", "error"], rows, text_columns=4)
 
 
 def write_report(sweep_dir: str | os.PathLike, local_dir: str | os.PathLike | None = None,
@@ -635,6 +643,12 @@ def write_report(sweep_dir: str | os.PathLike, local_dir: str | os.PathLike | No
     html_path, md_path = sweep / "report.html", sweep / "report.md"
     atomic_write_text(html_path, "\n".join(parts))
     atomic_write_text(md_path, "\n".join(md))
+    # Figures of an earlier report that this one did not draw (e.g. a dataset since removed) would
+    # sit beside report.md as if current: remove them, after the new pages are in place.
+    current = {f.file for f in figures if f.file}
+    for old in (sweep / FILES_DIR).glob("fig*.png"):
+        if old.name not in current:
+            old.unlink(missing_ok=True)
     return html_path, md_path
 
 

@@ -1,0 +1,199 @@
+"""The sweep report: tables against hand-computed mean ± std, the two files, the CLI, and a real browser.
+
+The browser test needs Debian's chromium (`apt-get update && apt-get install -y chromium`) and
+skips without /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dagwire import report
+from dagwire.cli import main
+from dagwire.compare import load_runs
+from test_compare import make_fake_sweep  # the fake sweep builder lives beside the compare tests
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _cell(table: report.Table, row_label: str, column: str) -> str:
+    row = next(r for r in table.rows if r[0] == row_label)
+    return row[table.header.index(column)]
+
+
+def _write_runs(path: Path, rows: list[dict]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _hand_rows() -> list[dict]:
+    base = {"status": "done", "error": "", "run_dir": "", "disconnected": False, "test_accuracy": 0.9,
+            "thresholded_accuracy": 0.9}
+    rows = []
+    for seed, (nodes, sparsity, paths, a, seconds, params) in enumerate(
+            [(10, 0.90, 1.0, 40.0, 100.0, 150e3), (12, 0.95, 2.0, 50.0, 110.0, 160e3), (14, 1.00, 4.0, 60.0, 120.0, 170e3)]):
+        rows.append({**base, "dataset": "cmnist", "seed": seed, "nodes": nodes, "sparsity": sparsity,
+                     "log_paths": paths, "dyn_A": a, "mean_epoch_seconds": seconds, "parameters": params})
+    rows.append({**base, "dataset": "cfashionmnist_t8", "seed": 0, "nodes": 20, "sparsity": 0.5, "log_paths": 7.0,
+                 "dyn_A": 10.0, "mean_epoch_seconds": 90.0, "parameters": 300e3})
+    # neither the disconnected nor the failed run may enter the feature tables
+    rows.append({**base, "dataset": "cmnist", "seed": 3, "disconnected": True, "sparsity": 0.99,
+                 "mean_epoch_seconds": 130.0})
+    rows.append({**base, "dataset": "cmnist", "seed": 4, "status": "failed", "error": "boom"})
+    return rows
+
+
+def test_tables_match_hand_computed_mean_and_std(tmp_path):
+    df = load_runs(_write_runs(tmp_path, _hand_rows()))
+    stats = report.stats_by_dataset(df[df["connected"]], ["nodes", "log_paths"])
+    assert stats.loc["cmnist", ("nodes", "mean")] == 12.0 and stats.loc["cmnist", ("nodes", "std")] == 2.0
+    assert stats.loc["cmnist", ("nodes", "count")] == 3
+    assert stats.loc["cmnist", ("log_paths", "std")] == pytest.approx(np.std([1, 2, 4], ddof=1))
+
+    t1 = report.table1(df)
+    assert "cmnist ours (n=3)" in t1.header and "cmnist paper" in t1.header
+    assert "cfashionmnist_t8 ours (n=1)" in t1.header and "cfashionmnist_t8 paper" not in t1.header
+    assert _cell(t1, "nodes (all)", "cmnist ours (n=3)") == "12.0 ± 2.0"
+    assert _cell(t1, "nodes (all)", "cmnist paper") == "12.5 ± 2.3"
+    assert _cell(t1, "sparsity (all)", "cmnist ours (n=3)") == "0.950 ± 0.050"
+    assert _cell(t1, "parameters", "cmnist ours (n=3)") == "160k ± 10k"
+    assert _cell(t1, "parameters", "cmnist paper") == "166k ± 30k"
+    assert _cell(t1, "nodes (all)", "cfashionmnist_t8 ours (n=1)") == "20.0 ± –"  # one run: no std
+
+    t2 = report.table2(df)
+    assert _cell(t2, "log_paths", "cmnist ours (n=3)") == f"{7 / 3:.2f} ± {np.std([1, 2, 4], ddof=1):.2f}"
+    assert _cell(t2, "mean_path", "cmnist ours (n=3)") == "–"  # not in this runs.csv
+    assert _cell(t2, "log_paths", "cmnist paper") == "4.03 ± 1.03"
+
+    t4 = report.table4(df)
+    assert _cell(t4, "(A) % retained ever below τ", "cmnist ours (n=3)") == "50.00 ± 10.00"
+    assert _cell(t4, "(A) % retained ever below τ", "cmnist paper") == "50.00 ± 6.50"
+
+    # Table 3 counts every done run, the disconnected one too: 100, 110, 120, 130 s
+    t3 = report.table3(df)
+    assert "cmnist ours (n=4)" in t3.header
+    assert _cell(t3, "full DAG", "cmnist ours (n=4)") == f"115.00 ± {np.std([100, 110, 120, 130], ddof=1):.2f}"
+    assert _cell(t3, "rerun", "cmnist ours (n=4)") == "–"  # no retrain directories
+    assert _cell(t3, "full DAG", "cmnist paper") == "151.99 ± 17.73"
+
+    t5 = report.table5(df)
+    assert t5.rows[0][:3] == ["cmnist", "full DAG", "ours (n=4)"] and t5.rows[0][3] == "90.000 ± 0.000"
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    sweep = make_fake_sweep(root / "full")
+    local = make_fake_sweep(root / "local", datasets={"cifar10": 2}, failed=0, disconnected=False)
+    return sweep, local
+
+
+@pytest.fixture(scope="module")
+def paths(written):
+    sweep, local = written
+    return report.write_report(sweep, local)
+
+
+def test_cli_writes_html_and_md(written, paths, capsys):
+    sweep, local = written
+    html_path, md_path = paths
+    assert html_path == sweep / "report.html" and md_path == sweep / "report.md"
+    # the CLI on a copy (same content) prints the two paths
+    copy = sweep.parent / "copy"
+    shutil.copytree(sweep, copy)
+    capsys.readouterr()
+    assert main(["report", str(copy), "--local", str(local)]) == 0
+    assert capsys.readouterr().out.split() == [str(copy / "report.html"), str(copy / "report.md")]
+
+
+def test_html_is_self_contained(written, paths):
+    sweep, _ = written
+    text = paths[0].read_text()
+    for title in ("Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Fig. 2", "Fig. 4", "Fig. 8", "Fig. 9",
+                  "Fig. 6a", "Fig. 6b", "Fig. 7", "Failed runs"):
+        assert title in text, title
+    assert "Not drawn" not in text
+    assert html.escape(report.PAPER_LABEL) in text
+    assert "<script" not in text.lower() and "http://" not in text and "https://" not in text
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', text)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == len(list((sweep / report.FILES_DIR).glob("*.png")))
+    assert "RuntimeError: CUDA out of memory | tried to allocate 2 GiB" in text  # failed run with its error
+    assert "9 done (1 disconnected at the threshold), 1 failed" in text
+    # the local sweep's cifar10 rows stand beside the paper's Table 5 subgraph row
+    assert "92.901 ± 0.193" in text and "local (|i − j| ≤ 10)" in text
+    assert not list(sweep.glob(".*.tmp")) and not list((sweep / report.FILES_DIR).glob(".*.tmp"))
+
+
+def test_markdown_has_tables_and_image_files(written, paths):
+    sweep, _ = written
+    text = paths[1].read_text()
+    assert "| quantity | cmnist ours (n=3) | cmnist paper |" in text
+    assert "*0.988 ± 0.003*" in text  # the paper's cmnist sparsity, in italics
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) >= 9
+    for link in links:
+        assert link.startswith(report.FILES_DIR + "/") and (sweep / link).read_bytes()[:4] == b"\x89PNG"
+    # a "|" inside an error message is escaped so the row keeps its columns
+    assert "CUDA out of memory \\| tried" in text
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert main(["report", str(tmp_path)]) == 2  # no runs.csv
+    _write_runs(tmp_path / "failed", [{"dataset": "cmnist", "seed": 0, "status": "failed", "error": "x", "run_dir": ""}])
+    assert main(["report", str(tmp_path / "failed")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("dagwire: error: ") for line in err)
+    assert "no finished runs" in err[2]
+    assert not (tmp_path / "failed" / "report.html").exists()
+
+
+def _chromium(*args: str, user_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--hide-scrollbars", f"--user-data-dir={user_dir}", *args],
+        capture_output=True, text=True, timeout=90)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_report_renders_in_headless_chromium(paths, tmp_path):
+    import matplotlib.image
+
+    html_path = paths[0]
+    # 1. The page itself, as a user opens it: a screenshot that is not blank.
+    shot = tmp_path / "report.png"
+    done = _chromium("--window-size=1280,2400", f"--screenshot={shot}", html_path.as_uri(), user_dir=tmp_path / "u1")
+    assert shot.exists(), done.stderr[-2000:]
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (2400, 1280)
+    assert pixels.std() > 0.05 and (pixels < 0.5).mean() > 0.005  # text, tables and figures, not a white page
+
+    # 2. The same markup plus a probe: after the load event, count the <img>s that decoded. The report has
+    # no script of its own; a broken image is added on purpose to show the probe tells them apart.
+    probe = tmp_path / "probe.html"
+    text = html_path.read_text()
+    images = text.count("<img ")
+    script = ('<img id=broken src="data:image/png;base64,AAAA"><script>window.addEventListener("load", () => {'
+              'const all = [...document.images]; const ok = all.filter(i => i.complete && i.naturalWidth > 0);'
+              'document.body.insertAdjacentHTML("beforeend", `<p id=probe>IMGCHECK total=${all.length} '
+              'loaded=${ok.length}</p>`);});</script></body>')
+    probe.write_text(text.replace("</body>", script))
+    done = _chromium("--virtual-time-budget=10000", "--dump-dom", probe.as_uri(), user_dir=tmp_path / "u2")
+    dom = done.stdout
+    assert "Table 1: structural characteristics of the pruned networks" in dom, done.stderr[-2000:]
+    assert "<th>cmnist ours (n=3)</th>" in dom and "Table 5: test accuracy" in dom
+    assert f"IMGCHECK total={images + 1} loaded={images}" in dom
