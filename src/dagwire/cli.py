@@ -294,7 +294,7 @@ cli.add_command(report_command)
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
     try:
-        cli.main(args=argv, prog_name="dagwire", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="dagwire", standalone_mode=False)
     except click.exceptions.UsageError as exc:
         click.echo(f"dagwire: error: {exc.format_message()}", err=True)
         return 2
@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    # In non-standalone mode click returns (not raises) the code of ctx.exit(n).
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,816 @@
-"""Multi-seed, multi-dataset sweeps on Ray (placeholder: being written)."""
+"""Multi-seed, multi-dataset sweeps on Ray (SPEC §9): every (dataset, seed) an independent, resumable run.
+
+`dagwire sweep --datasets a,b --seeds 0-9 [train flags] --out DIR` lays out
+
+    DIR/sweep.yaml                   the sweep's configuration, written once; a rerun must match it
+    DIR/runs/<dataset>/seed<k>/      one `dagwire train` run directory, plus
+        thresholds.csv, .png         accuracy (no fine-tuning) and sparsity over τ (Fig. 2)
+        features.json                SPEC §5 features at the config's τ and C
+        dynamics.json                SPEC §7 (A)-(D), edges and the epoch-1 DSC scores
+        status.json                  {"status": "done" | "failed", ...}, written last, atomically
+        error.log                    the traceback of a failed run
+    DIR/runs.csv, DIR/runs.parquet   one row per run, rewritten atomically whenever a run finishes
+
+Each run is a Ray task (`--cpus-per-run`, `--gpus-per-run`), on an embedded local Ray instance by
+default or on an existing cluster with `--address` (then DIR must be on a filesystem every node
+sees, and dagwire installed on every node). Rerunning the same command skips done runs, resumes
+unfinished ones from their checkpoints and retries failed ones. Exit codes: 0 when every run is
+done, 1 when some run failed (its error is in runs.csv and its status.json), 2 for bad input.
+
+Module-level imports stay light: cli.py imports this module at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import click
 
+from .errors import DagwireError
+
+SWEEP_FILE = "sweep.yaml"
+SWEEP_FORMAT = "dagwire-sweep/1"
+STATUS_FILE = "status.json"
+DEFAULT_SEEDS = "0-9"  # SPEC §9: ten seeds per dataset
+
+# Not part of a sweep's identity: the seed is the sweep's own axis, the device may change on a rerun.
+_PER_RUN_FIELDS = ("dataset", "seed", "device")
+
+BASE_COLUMNS = ("dataset", "seed", "status", "error", "run_dir", "test_accuracy", "thresholded_accuracy",
+                "mean_epoch_seconds")
+DYNAMICS_KEYS = ("A", "B", "C", "D", "edges", "dsc_largest", "dsc_smallest")
+_INT_COLUMNS = {"seed", "nodes", "parameters", "max_path", "edge_connectivity", "dyn_edges"}
+_BOOL_COLUMNS = {"q1d", "disconnected"}
+_TEXT_COLUMNS = {"dataset", "status", "error", "run_dir"}
+
+
+def _shared_data_dir() -> str | None:
+    """`<repo>/../shared/data` when it holds MNIST (the only MNIST on these machines), else None."""
+    try:
+        candidate = Path(__file__).resolve().parents[3] / "shared" / "data"
+    except IndexError:
+        return None
+    return str(candidate) if (candidate / "mnist").is_dir() else None
+
+
+#: Named sweeps. `config` holds TrainConfig values, `per_dataset` values for one dataset only; a
+#: value given by --config YAML or by a flag wins over both.
+PRESETS: dict[str, dict[str, Any]] = {
+    # SPEC §10's last rows, on CPU and the data present here: ≈2,500 SGD steps per run (40 epochs of
+    # 8,000 images), λ = 3e-3, where one seed already showed the paper's ordering. MNIST exists here
+    # only as its official 10k test split, so CMNIST carves 8,000 train / 2,000 test out of it
+    # (carve_test 0.2); data_dir points at ../shared/data when present (Fashion-MNIST is then still
+    # found in /usr/share/datasets, the data search path's last stop).
+    "mini": {
+        "datasets": ["cmnist", "cfashionmnist", "cfashionmnist_t8"],
+        "seeds": "0-2",
+        "config": {"nodes": 15, "stages": 3, "channels": 8, "limit_train": 8000, "limit_test": 2000,
+                   "epochs": 40, "lam": 3e-3, "data_dir": _shared_data_dir()},
+        "per_dataset": {"cmnist": {"carve_test": 0.2}},
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing the command line
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from `0-9`, `0,3,5` or `0-2,7` (non-negative, each at most once, in the order given)."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise DagwireError(f"--seeds {text!r}: expected ranges and numbers like 0-9, 0,3,5 or 0-2,7")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise DagwireError(f"--seeds {text!r}: the range {first}-{last} is empty")
+        for seed in range(first, last + 1):
+            if seed in seeds:
+                raise DagwireError(f"--seeds {text!r}: seed {seed} is given twice")
+            seeds.append(seed)
+    return seeds
+
+
+def normalise_dataset(name: str, check_files: bool = True) -> str:
+    """A dataset name as runs use it: a registered name in lower case, or `npz:`/`folder:` + absolute path."""
+    from .data import available_datasets
+
+    name = str(name).strip()
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix.lower() in ("npz", "folder") and rest.strip():
+        path = Path(rest.strip()).expanduser().resolve()
+        if check_files and not (path.is_file() if prefix.lower() == "npz" else path.is_dir()):
+            raise DagwireError(f"dataset {name}: no such {'file' if prefix.lower() == 'npz' else 'directory'} {path}")
+        return f"{prefix.lower()}:{path}"
+    if name.lower() in available_datasets():
+        return name.lower()
+    raise DagwireError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}, "
+                       "folder:DIR, npz:FILE")
+
+
+def parse_datasets(text: str, check_files: bool = True) -> list[str]:
+    """Comma-separated dataset names, each validated and normalised (see `normalise_dataset`)."""
+    names = [p.strip() for p in str(text).split(",")]
+    if not names or any(not n for n in names):
+        raise DagwireError(f"--datasets {text!r}: expected comma-separated names like cmnist,cfashionmnist")
+    out: list[str] = []
+    for name in names:
+        normal = normalise_dataset(name, check_files)
+        if normal in out:
+            raise DagwireError(f"--datasets {text!r}: {name} is given twice")
+        out.append(normal)
+    return out
+
+
+def run_dir_names(datasets: list[str]) -> dict[str, str]:
+    """A filesystem-safe, unique folder name for each dataset (npz:/a/b/x.npz -> npz-x)."""
+    import hashlib
+
+    def base(name: str) -> str:
+        prefix, sep, rest = name.partition(":")
+        raw = f"{prefix}-{Path(rest).stem if prefix == 'npz' else Path(rest).name}" if sep else name
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "dataset"
+
+    names = {d: base(d) for d in datasets}
+    taken = list(names.values())
+    # Two different datasets with the same safe name (x.npz in two folders) get their hash appended.
+    return {d: v if taken.count(v) == 1 else f"{v}-{hashlib.sha1(d.encode()).hexdigest()[:8]}"
+            for d, v in names.items()}
+
+
+def _given_train_values(flags: dict[str, Any]) -> dict[str, Any]:
+    """The train flags that were given, as TrainConfig field values."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "compile_" in given:
+        given["compile"] = given.pop("compile_")
+    if "lr_milestones" in given:
+        text = given["lr_milestones"]
+        try:
+            given["lr_milestones"] = [int(v) for v in str(text).split(",") if v.strip()]
+        except ValueError:
+            raise DagwireError(f"--lr-milestones must be comma-separated integers, got {text!r}") from None
+    return given
+
+
+def _absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """data_dir and a graph file as absolute paths: Ray workers need not share the driver's cwd."""
+    values = dict(values)
+    if values.get("data_dir"):
+        values["data_dir"] = str(Path(values["data_dir"]).expanduser().resolve())
+    if values.get("graph") not in (None, "complete", "local"):
+        values["graph"] = str(Path(values["graph"]).expanduser().resolve())
+    return values
+
+
+# --------------------------------------------------------------------------------------------
+# The plan: which runs, with which configuration
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep runs: datasets × seeds, one TrainConfig (minus dataset, seed, device), per-dataset values."""
+
+    datasets: list[str]
+    seeds: list[int]
+    config: dict[str, Any]
+    per_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: str = "cpu"
+    preset: str | None = None
+
+    def run_config(self, dataset: str, seed: int):
+        """The TrainConfig of the run (dataset, seed)."""
+        from .config import build_config
+
+        values = {**self.config, **self.per_dataset.get(dataset, {}),
+                  "dataset": dataset, "seed": seed, "device": self.device}
+        return build_config(None, **values)
+
+    def effective(self, dataset: str) -> dict[str, Any]:
+        """The configuration one dataset's runs share (TrainConfig fields minus dataset, seed, device)."""
+        return {**self.config, **self.per_dataset.get(dataset, {})}
+
+    def identity(self) -> dict[str, Any]:
+        """What sweep.yaml stores (the preset is recorded for information, not compared)."""
+        return {"format": SWEEP_FORMAT, "preset": self.preset, "datasets": list(self.datasets),
+                "seeds": list(self.seeds), "config": dict(self.config),
+                "per_dataset": {d: dict(v) for d, v in self.per_dataset.items() if v}}
+
+    def runs(self) -> list[tuple[str, int, str]]:
+        """(dataset, seed, run directory relative to the sweep directory), datasets outer, seeds inner."""
+        names = run_dir_names(self.datasets)
+        return [(d, s, f"runs/{names[d]}/seed{s}") for d in self.datasets for s in self.seeds]
+
+
+def make_plan(
+    datasets: str | None = None, seeds: str | None = None, preset: str | None = None,
+    config_path: str | None = None, check_files: bool = True, **flags: Any,
+) -> SweepPlan:
+    """Build and validate a plan: defaults < preset < --config YAML < flags (None = not given)."""
+    from dataclasses import fields
+
+    from .config import TrainConfig, build_config, read_yaml
+
+    chosen: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise DagwireError(f"unknown preset {preset!r}; available: {', '.join(sorted(PRESETS))}")
+        chosen = PRESETS[preset]
+    given = {**(read_yaml(config_path) if config_path else {}), **_given_train_values(flags)}
+
+    if datasets is not None and flags.get("dataset") is not None:
+        raise DagwireError("give either --datasets or --dataset, not both")
+    if seeds is not None and flags.get("seed") is not None:
+        raise DagwireError("give either --seeds or --seed, not both")
+    if datasets is None:
+        if given.get("dataset") is not None:
+            datasets = str(given["dataset"])
+        elif chosen:
+            datasets = ",".join(chosen["datasets"])
+        else:
+            raise DagwireError("--datasets is required (comma-separated, e.g. cmnist,cfashionmnist), or --preset")
+    dataset_list = parse_datasets(datasets, check_files)
+    if seeds is None:
+        seeds = str(given["seed"]) if given.get("seed") is not None else chosen.get("seeds", DEFAULT_SEEDS)
+    seed_list = parse_seeds(seeds)
+
+    values = _absolute_paths({**chosen.get("config", {}), **given})
+    device = str(values.get("device") or "cpu")
+    base = build_config(None, **{k: v for k, v in values.items() if k not in _PER_RUN_FIELDS}, device=device)
+    config = {f.name: getattr(base, f.name) for f in fields(TrainConfig) if f.name not in _PER_RUN_FIELDS}
+    per_dataset: dict[str, dict[str, Any]] = {}
+    for name, extra in chosen.get("per_dataset", {}).items():
+        normal = normalise_dataset(name, check_files=False)
+        kept = {k: v for k, v in extra.items() if k not in given}  # what the user gave wins
+        if normal in dataset_list and kept:
+            per_dataset[normal] = _absolute_paths(kept)
+    plan = SweepPlan(dataset_list, seed_list, config, per_dataset, device, preset)
+    for dataset in dataset_list:  # every run's configuration must be valid before anything starts
+        plan.run_config(dataset, seed_list[0])
+    if config["graph"] not in ("complete", "local"):
+        from . import spec as specs
+
+        specs.load(config["graph"])
+    return plan
+
+
+def plan_from_identity(identity: dict[str, Any], device: str | None = None) -> SweepPlan:
+    """The plan stored in a sweep.yaml (device: the one to run on now)."""
+    return SweepPlan(list(identity["datasets"]), [int(s) for s in identity["seeds"]], dict(identity["config"]),
+                     {d: dict(v) for d, v in (identity.get("per_dataset") or {}).items()},
+                     device or "cpu", identity.get("preset"))
+
+
+def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """DIR/sweep.yaml as a dict, None when absent; DagwireError when it is not a sweep file."""
+    import yaml
+
+    path = Path(sweep_dir) / SWEEP_FILE
+    if not path.exists():
+        return None
+    try:
+        obj = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DagwireError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    if not isinstance(obj, dict) or obj.get("format") != SWEEP_FORMAT or \
+            not all(isinstance(obj.get(k), t) for k, t in (("datasets", list), ("seeds", list), ("config", dict))):
+        raise DagwireError(f"{path} is not a dagwire sweep file ({SWEEP_FORMAT})")
+    return obj
+
+
+def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The first key where two sweep.yaml contents give different runs, None when they agree."""
+    import yaml
+
+    # Compare what YAML gives back, so that 3e-3 written and read is 3e-3 computed.
+    old, new = yaml.safe_load(yaml.safe_dump(old)), yaml.safe_load(yaml.safe_dump(new))
+    for key in ("datasets", "seeds"):
+        if old.get(key) != new.get(key):
+            return f"{key} ({_short(old.get(key))} there, {_short(new.get(key))} now)"
+    old_plan, new_plan = plan_from_identity(old), plan_from_identity(new)
+    keys = list(dict.fromkeys([*new["config"], *old["config"]]))
+    for dataset in new["datasets"]:
+        a, b = old_plan.effective(dataset), new_plan.effective(dataset)
+        for key in keys:
+            if a.get(key) != b.get(key):
+                where = "" if old["config"].get(key) != new["config"].get(key) else f" for {dataset}"
+                return f"{key}{where} ({_short(a.get(key))} there, {_short(b.get(key))} now)"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# One run (inside a Ray worker)
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN and ±inf become null (strict JSON has neither)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: user errors by their message, others with their type."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, DagwireError):
+        text = f"{type(exc).__name__}: {text}" if str(exc).strip() else type(exc).__name__
+    return text[:500]
+
+
+def _write_status(run_dir: Path, status: dict[str, Any]) -> None:
+    from .files import atomic_write_json
+
+    atomic_write_json(run_dir / STATUS_FILE, _clean(status))
+
+
+def _epochs_done(run_dir: Path) -> int:
+    """Epochs recorded in metrics.jsonl (0 when there is none)."""
+    try:
+        return sum(1 for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip())
+    except OSError:
+        return 0
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    """The epoch a checkpoint was saved after (0 when there is none: the run starts over)."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except FileNotFoundError:
+        return 0
+
+
+def _mean_epoch_seconds(run_dir: Path) -> float:
+    seconds = []
+    try:
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            if line.strip():
+                seconds.append(float(json.loads(line)["seconds"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return sum(seconds) / len(seconds) if seconds else float("nan")
+
+
+def train_and_measure(job: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume, or reuse) one run, then write thresholds, features, dynamics and status.json last."""
+    import numpy as np
+
+    from . import graphs
+    from .config import build_config
+    from .data import load_dataset
+    from .draw import plot_threshold_curve
+    from .dynamics import edge_dynamics
+    from .files import atomic_write_json
+    from .prune import DEFAULT_GRID, load_run, threshold_curve, write_rows_csv
+    from .train import CHECKPOINT, train
+
+    config = build_config(None, **job["config"])
+    out = Path(job["run_dir"])
+    (out / "error.log").unlink(missing_ok=True)  # from an earlier, failed attempt
+    data = load_dataset(config.dataset, config.data_dir, limit_train=config.limit_train,
+                        limit_test=config.limit_test, carve_test=config.carve_test, data_seed=config.data_seed)
+    resumed_from = None
+    if not ((out / "graph.json").exists() and (out / "weights.pt").exists()):
+        if (out / CHECKPOINT).exists() or (out / "config.yaml").exists():
+            resumed_from = _checkpoint_epoch(out / CHECKPOINT)
+            train(config, out, resume=True, progress=False, dataset=data)
+        else:
+            train(config, out, progress=False, dataset=data)
+
+    trained = load_run(out, config.device)
+    rows = threshold_curve(trained, DEFAULT_GRID, dataset=data, progress=False)
+    write_rows_csv(rows, out / "thresholds.csv")
+    plot_threshold_curve(rows, out / "thresholds.png", title=f"{config.dataset} seed {config.seed}")
+
+    learned, tau = trained.learned, config.threshold
+    features = graphs.features(learned, tau, config.channels, in_channels=int(learned.meta.get("in_channels", 3)),
+                               num_classes=int(learned.meta.get("num_classes", 10)))
+    features.setdefault("disconnected", False)
+    retained = np.asarray(graphs.edge_mask(learned, graphs.prune(learned, tau)), dtype=bool)
+    dynamics = edge_dynamics(np.load(out / "edge_history.npy"), retained, tau)
+    atomic_write_json(out / "features.json", _clean(features))
+    atomic_write_json(out / "dynamics.json", _clean(dynamics))
+    status = {
+        "status": "done", "dataset": config.dataset, "seed": config.seed,
+        "test_accuracy": learned.meta.get("test_accuracy"),
+        "thresholded_accuracy": learned.meta.get("thresholded_accuracy"),
+        "mean_epoch_seconds": _mean_epoch_seconds(out), "epochs": _epochs_done(out),
+        "resumed_from_epoch": resumed_from, "device": config.device, "host": socket.gethostname(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_status(out, status)  # last: its presence means every other file is complete
+    return {**_clean(status), "features": _clean(features), "dynamics": _clean(dynamics)}
+
+
+class _run_lock:
+    """An exclusive lock on a run directory (RUN/.lock), held while the run trains and is measured.
+
+    A killed sweep's Ray workers outlive their driver by a few seconds; a rerun's task for the same
+    run waits here until they are gone instead of training beside them.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+
+    def __enter__(self) -> "_run_lock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a")
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()  # closing releases the lock
+
+
+def _run_task(job: dict[str, Any]) -> dict[str, Any]:
+    """A Ray task: one run; a failure is recorded in status.json and returned, never raised."""
+    import traceback
+
+    out = Path(job["run_dir"])
+    try:
+        import torch
+
+        # Ray gives the task `cpus` cores; torch would otherwise start one thread per core of the machine.
+        torch.set_num_threads(max(1, int(job["cpus"])))
+        with _run_lock(out):
+            if is_done(out):  # finished by another sweep process while this task waited for the lock
+                return result_from_disk(out)
+            return train_and_measure(job)
+    except Exception as exc:  # noqa: BLE001 - any failure of one run is that run's result
+        result = {"status": "failed", "dataset": job["config"]["dataset"], "seed": job["config"]["seed"],
+                  "error": _one_line(exc), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            from .files import atomic_write_text
+
+            atomic_write_text(out / "error.log", traceback.format_exc())
+            _write_status(out, result)
+        except OSError:
+            pass
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# runs.csv / runs.parquet
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(run_dir: str | os.PathLike) -> bool:
+    """Whether a run directory's status.json says done (and its measurements are there)."""
+    run_dir = Path(run_dir)
+    status = _read_json(run_dir / STATUS_FILE)
+    return (isinstance(status, dict) and status.get("status") == "done"
+            and (run_dir / "features.json").is_file() and (run_dir / "dynamics.json").is_file())
+
+
+def result_from_disk(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """What `train_and_measure` returned for a run, read back from its files ({"status": "pending"} if none)."""
+    run_dir = Path(run_dir)
+    status = _read_json(run_dir / STATUS_FILE)
+    if not isinstance(status, dict) or status.get("status") not in ("done", "failed"):
+        return {"status": "pending"}
+    if status["status"] == "done":
+        if not is_done(run_dir):
+            return {"status": "pending"}
+        status = {**status, "features": _read_json(run_dir / "features.json") or {},
+                  "dynamics": _read_json(run_dir / "dynamics.json") or {}}
+    return status
+
+
+def make_row(dataset: str, seed: int, run_dir: str, result: dict[str, Any]) -> dict[str, Any]:
+    """One runs.csv row from a run's result."""
+    done = result.get("status") == "done"
+    row = {"dataset": dataset, "seed": seed, "status": result.get("status", "pending"),
+           "error": "" if done else str(result.get("error") or ""), "run_dir": run_dir}
+    for key in ("test_accuracy", "thresholded_accuracy", "mean_epoch_seconds"):
+        row[key] = result.get(key) if done else None
+    if done:
+        features = dict(result.get("features") or {})
+        features["disconnected"] = bool(features.get("disconnected", False))
+        row.update(features)
+        row.update({f"dyn_{k}": v for k, v in (result.get("dynamics") or {}).items()})
+    return row
+
+
+def feature_columns(stages: int) -> list[str]:
+    """The SPEC §5 feature keys in `graphs.features` order for `stages` stages, then `disconnected`."""
+    return ["sparsity", *[f"sparsity_stage_{s}" for s in range(stages)], "nodes",
+            *[f"nodes_stage_{s}" for s in range(stages)], "parameters", "log_paths", "mean_path", "max_path",
+            "ln_communicability", "edge_connectivity", "mean_degree", "pca_elongation", "q1d", "disconnected"]
+
+
+def runs_frame(rows: list[dict[str, Any]], stages: int | None = None):
+    """The runs table: fixed columns (base, features, dyn_*), nullable ints and booleans."""
+    import pandas as pd
+
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    if stages is None:
+        found = [int(k.rsplit("_", 1)[1]) for k in keys if re.fullmatch(r"(sparsity|nodes)_stage_\d+", k)]
+        stages = max(found) + 1 if found else 0
+    features = feature_columns(stages)
+    dynamics = [f"dyn_{k}" for k in DYNAMICS_KEYS]
+    known = set(BASE_COLUMNS) | set(features) | set(dynamics)
+    extra_features = [k for k in keys if k not in known and not k.startswith("dyn_")]
+    extra_dynamics = [k for k in keys if k not in known and k.startswith("dyn_")]
+    columns = [*BASE_COLUMNS, *features, *extra_features, *dynamics, *extra_dynamics]
+    df = pd.DataFrame([{c: row.get(c) for c in columns} for row in rows], columns=columns)
+    for column in columns:
+        if column in _TEXT_COLUMNS:
+            df[column] = df[column].fillna("").astype(str)
+        elif column in _INT_COLUMNS or column.startswith("nodes_stage_"):
+            df[column] = pd.to_numeric(df[column], errors="coerce").round().astype("Int64")
+        elif column in _BOOL_COLUMNS:
+            df[column] = pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)
+                                   for v in df[column]], dtype="boolean")
+        else:
+            df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
+    return df
+
+
+def write_tables(sweep_dir: str | os.PathLike, df) -> None:
+    """DIR/runs.csv and DIR/runs.parquet, each atomically."""
+    from .files import atomic_write, atomic_write_text
+
+    sweep_dir = Path(sweep_dir)
+    atomic_write_text(sweep_dir / "runs.csv", df.to_csv(index=False))
+    atomic_write(sweep_dir / "runs.parquet", lambda f: df.to_parquet(f, index=False))
+
+
+def collect_runs(sweep_dir: str | os.PathLike):
+    """(Re)build the runs table of a sweep from its run directories (sweep.yaml's runs, else runs/*/seed*)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise DagwireError(f"sweep directory not found: {sweep_dir}")
+    identity = read_sweep_file(sweep_dir)
+    rows = []
+    if identity is not None:
+        plan = plan_from_identity(identity)
+        for dataset, seed, rel in plan.runs():
+            rows.append(make_row(dataset, seed, rel, result_from_disk(sweep_dir / rel)))
+        return runs_frame(rows, int(plan.config.get("stages", 0)) or None)
+    for status_path in sorted(sweep_dir.glob(f"runs/*/seed*/{STATUS_FILE}")):
+        run_dir = status_path.parent
+        status = _read_json(status_path) or {}
+        seed = status.get("seed", run_dir.name[len("seed"):])
+        rel = str(run_dir.relative_to(sweep_dir))
+        rows.append(make_row(str(status.get("dataset", run_dir.parent.name)), int(seed), rel,
+                             result_from_disk(run_dir)))
+    return runs_frame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Ray
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (DagwireError) when nothing listens at a Ray address; Ray itself would retry for minutes."""
+    if address in ("auto", "local"):
+        return
+    text = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise DagwireError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise DagwireError(f"--address {address}: no Ray cluster reachable there "
+                           f"({exc.strerror or type(exc).__name__})") from None
+
+
+def connect_ray(address: str | None = None) -> bool:
+    """Use an initialised Ray, else connect to `address`, else start a local instance; True if started here."""
+    import logging
+
+    if address:
+        check_reachable(address)
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        else:
+            # address="local": a new instance even when another Ray runs here (plain init would join it).
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR)
+    except Exception as exc:  # noqa: BLE001 - Ray raises many types for "cannot start / connect"
+        raise DagwireError(f"cannot {'connect to Ray at ' + address if address else 'start Ray'}: "
+                           f"{_one_line(exc)}") from None
+    return True
+
+
+def _check_resources(cpus_per_run: int, gpus_per_run: float) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    # Ray would wait forever for a task no node can hold.
+    if total.get("CPU", 0) < cpus_per_run:
+        raise DagwireError(f"--cpus-per-run {cpus_per_run}: the Ray cluster has {total.get('CPU', 0):g} CPUs")
+    if gpus_per_run and total.get("GPU", 0) < gpus_per_run:
+        raise DagwireError(f"--gpus-per-run {gpus_per_run:g}: the Ray cluster has {total.get('GPU', 0):g} GPUs")
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep
+
+
+def prepare_dir(sweep_dir: Path, plan: SweepPlan) -> bool:
+    """Check that DIR is new or holds this same sweep (DagwireError otherwise); True when new."""
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise DagwireError(f"--out {sweep_dir} is a file, not a directory")
+    old = read_sweep_file(sweep_dir)
+    if old is not None:
+        difference = first_difference(old, plan.identity())
+        if difference:
+            raise DagwireError(f"{sweep_dir} was made by a different configuration: {difference}")
+        return False
+    if sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+        raise DagwireError(f"{sweep_dir} exists and is not a sweep directory (no {SWEEP_FILE}); give another --out")
+    return True
+
+
+@dataclass
+class SweepResult:
+    """How a sweep ended: the runs table and the counts."""
+
+    table: Any  # pandas.DataFrame
+    done: int
+    failed: int
+    ran: int
+
+
+def run_sweep(
+    plan: SweepPlan, sweep_dir: str | os.PathLike, *, address: str | None = None, cpus_per_run: int = 1,
+    gpus_per_run: float = 0.0, progress: bool = True,
+) -> SweepResult:
+    """Run every unfinished (dataset, seed) of `plan` into `sweep_dir` as Ray tasks; resumable."""
+    import yaml
+    from tqdm import tqdm
+
+    from .files import atomic_write_text
+
+    if cpus_per_run < 1:
+        raise DagwireError(f"--cpus-per-run must be at least 1, got {cpus_per_run}")
+    if not (gpus_per_run >= 0 and math.isfinite(gpus_per_run)):
+        raise DagwireError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
+    if plan.device.startswith("cuda") and not gpus_per_run:
+        raise DagwireError(f"--device {plan.device} needs --gpus-per-run > 0 (Ray hides GPUs from tasks without one)")
+    sweep_dir = Path(sweep_dir)
+    new = prepare_dir(sweep_dir, plan)
+    runs = plan.runs()
+    rows = {(d, s): make_row(d, s, rel, {"status": "pending"} if new else result_from_disk(sweep_dir / rel))
+            for d, s, rel in runs}
+    todo = [(d, s, rel) for d, s, rel in runs if rows[(d, s)]["status"] != "done"]
+    stages = int(plan.config["stages"])
+
+    started = False
+    if todo:
+        started = connect_ray(address)  # before writing anything: an unreachable cluster leaves DIR as it was
+    elif address:
+        check_reachable(address)
+    try:
+        if todo:
+            _check_resources(cpus_per_run, gpus_per_run)
+        if new:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(plan.identity(), sort_keys=False))
+        for d, s, rel in todo:
+            rows[(d, s)] = make_row(d, s, rel, {"status": "pending"})
+        write_tables(sweep_dir, runs_frame(list(rows.values()), stages))
+        if todo:
+            _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, progress, tqdm)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    table = runs_frame(list(rows.values()), stages)
+    done = int((table["status"] == "done").sum())
+    return SweepResult(table, done, int((table["status"] == "failed").sum()), len(todo))
+
+
+def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, progress, tqdm) -> None:
+    """Submit the runs, then record each as it finishes (runs.csv and runs.parquet rewritten each time)."""
+    import ray
+
+    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(_run_task)
+    refs = {}
+    for dataset, seed, rel in todo:
+        job = {"config": plan.run_config(dataset, seed).to_dict(), "run_dir": str((sweep_dir / rel).resolve()),
+               "cpus": cpus_per_run}
+        refs[task.remote(job)] = (dataset, seed, rel)
+    counts = {"done": sum(r["status"] == "done" for r in rows.values()), "failed": 0}
+    bar = tqdm(total=len(rows), initial=counts["done"], desc="sweep", unit="run", disable=not progress)
+    bar.set_postfix(counts)
+    try:
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                dataset, seed, rel = refs.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the worker died (memory, a signal): that run failed
+                    result = {"status": "failed", "dataset": dataset, "seed": seed, "error": _one_line(exc)}
+                    try:
+                        _write_status(sweep_dir / rel, result)
+                    except OSError:
+                        pass
+                rows[(dataset, seed)] = make_row(dataset, seed, rel, result)
+                counts[result["status"] if result.get("status") in counts else "failed"] += 1
+                if result.get("status") != "done" and progress:
+                    bar.write(f"failed: {dataset} seed {seed}: {result.get('error', '')}")
+                write_tables(sweep_dir, runs_frame(list(rows.values()), stages))
+                bar.update()
+                bar.set_postfix(counts)
+    finally:
+        bar.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+
 
 @click.command("sweep")
-def sweep_command() -> None:
-    """Run every (dataset, seed) as an independent training run through Ray."""
-    raise click.UsageError("sweep is not implemented yet")
+@click.option("--datasets", help="Comma-separated datasets (cmnist, cfashionmnist, ..., npz:FILE, folder:DIR).")
+@click.option("--seeds", help=f"Seeds: 0-9, 0,3,5 or 0-2,7 (default {DEFAULT_SEEDS}, or the preset's).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep directory (rerun to resume).")
+@click.option("--preset", help=f"Named settings ({', '.join(sorted(PRESETS))}); --config and flags win.")
+@click.option("--address", help="An existing Ray cluster (HOST:PORT, ray://HOST:PORT, auto); default: local Ray.")
+@click.option("--cpus-per-run", type=int, default=1, show_default=True, help="CPU cores (torch threads) per run.")
+@click.option("--gpus-per-run", type=float, default=0.0, show_default=True, help="GPUs per run (fractions share one).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_run, quiet, config_path=None,
+                  **flags) -> None:
+    """Run every (dataset, seed) as an independent training run through Ray; rerun to resume.
+
+    Each run also gets thresholds.csv, features.json and dynamics.json; DIR/runs.csv and
+    DIR/runs.parquet hold one row per run. Exit code 1 when some run failed (rerun retries it).
+    """
+    sweep_dir = Path(out)
+    nothing_given = (datasets is None and seeds is None and preset is None and config_path is None
+                     and all(v is None for k, v in flags.items() if k != "device"))
+    stored = read_sweep_file(sweep_dir) if nothing_given else None
+    if stored is not None:
+        # `dagwire sweep --out DIR` alone continues the sweep stored there.
+        plan = plan_from_identity(stored, flags.get("device"))
+        for dataset in plan.datasets:
+            plan.run_config(dataset, plan.seeds[0])
+    else:
+        plan = make_plan(datasets, seeds, preset, config_path, check_files=address is None, **flags)
+    result = run_sweep(plan, sweep_dir, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+                       progress=not quiet)
+    total = len(result.table)
+    click.echo(f"sweep {sweep_dir}: {result.done}/{total} done, {result.failed} failed "
+               f"({result.ran} run now); table in {sweep_dir / 'runs.csv'} and runs.parquet")
+    if result.failed:
+        click.echo(f"dagwire: {result.failed} of {total} runs failed (errors in {sweep_dir / 'runs.csv'}); "
+                   "rerun the same command to retry them", err=True)
+        click.get_current_context().exit(1)
+
+
+def _attach_train_options(command: click.Command) -> None:
+    """Give `command` every `dagwire train` flag, after its own options.
+
+    Imported here, after `sweep_command` exists, so that either import order works: cli.py imports
+    this module at its end (train_options is defined by then), and importing this module first
+    imports cli.py, whose `from .sweep import sweep_command` then finds the command.
+    """
+    from .cli import train_options
+
+    def holder(**kwargs):  # pragma: no cover - only collects the decorators' parameters
+        return kwargs
+
+    decorated = train_options(holder)
+    # click stores decorator parameters innermost first; a command lists them in reading order.
+    command.params.extend(reversed(getattr(decorated, "__click_params__", [])))
+
+
+_attach_train_options(sweep_command)

@@ -1,0 +1,355 @@
+"""Sweeps through a real local Ray: the runs table, resume after a kill, failed runs, bad input.
+
+Datasets are tiny synthetic npz files: they test mechanics only, never a result.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dagwire import graphs
+from dagwire import spec as specs
+from dagwire import sweep as sweep_module
+from dagwire.cli import cli, main
+from dagwire.errors import DagwireError
+from dagwire.prune import DEFAULT_GRID
+
+TINY = ["--nodes", "6", "--stages", "2", "--channels", "2", "--batch-size", "16", "--quiet"]
+RUN_FILES = ("graph.json", "thresholds.csv", "features.json", "dynamics.json", "status.json", "metrics.jsonl",
+             "edge_history.npy", "weights.pt")
+
+
+def write_npz(path: Path, seed: int) -> str:
+    """A small npz dataset with some signal, so the loss moves."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(96, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(96) % 4
+    x[y == 1, :16] //= 4
+    np.savez(path, x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
+    return f"npz:{path}"
+
+
+def sweep(*args) -> int:
+    """`dagwire sweep ARGS` in this process; its exit code (1 when some run failed)."""
+    return main(["sweep", *[str(a) for a in args]])
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under root with its modification time and bytes."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def mtimes(run_dirs, names=("status.json", "graph.json")) -> dict:
+    return {(str(d), n): (Path(d) / n).stat().st_mtime_ns for d in run_dirs for n in names}
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live processes of session `sid` (Linux /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                pids.append(int(entry))
+    return pids
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of a session this test started, and wait until they are gone."""
+    deadline = time.monotonic() + 30
+    while (pids := session_pids(sid)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    assert not session_pids(sid), "processes of the killed sweep survived"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray instance for the module; sweeps in this process reuse it."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    root = root.resolve()  # the sweep stores datasets by absolute, resolved path
+    return {"a": write_npz(root / "a.npz", 0), "b": write_npz(root / "b.npz", 1), "root": root}
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory, data):
+    """A finished sweep: 2 datasets × 2 seeds, 1 epoch each."""
+    out = tmp_path_factory.mktemp("sweeps") / "tiny"
+    args = ["--datasets", f"{data['a']},{data['b']}", "--seeds", "0-1", *TINY, "--epochs", "1", "--out", out]
+    assert sweep(*args) == 0
+    return out, args
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and planning (no Ray)
+
+
+@pytest.mark.parametrize("text, seeds", [("0-9", list(range(10))), ("0,3,5", [0, 3, 5]), ("0-2,7", [0, 1, 2, 7]),
+                                         (" 4 ", [4]), ("5-5", [5])])
+def test_seed_syntax(text, seeds):
+    assert sweep_module.parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text", ["", "a", "3-1", "1,1", "0-2,2", "-1", "1-", "1;2"])
+def test_bad_seed_syntax(text):
+    with pytest.raises(DagwireError):
+        sweep_module.parse_seeds(text)
+
+
+def test_run_dir_names_are_safe_and_unique():
+    names = sweep_module.run_dir_names(["cmnist", "npz:/x/a b.npz", "npz:/y/a b.npz", "folder:/d/imgs"])
+    assert names["cmnist"] == "cmnist" and names["folder:/d/imgs"] == "folder-imgs"
+    assert names["npz:/x/a b.npz"].startswith("npz-a_b-") and names["npz:/y/a b.npz"].startswith("npz-a_b-")
+    assert len(set(names.values())) == 4
+    assert all("/" not in v and ":" not in v and " " not in v for v in names.values())
+
+
+def test_mini_preset_and_what_overrides_it(tmp_path):
+    plan = sweep_module.make_plan(preset="mini")
+    assert plan.datasets == ["cmnist", "cfashionmnist", "cfashionmnist_t8"] and plan.seeds == [0, 1, 2]
+    cm, fa = plan.run_config("cmnist", 1), plan.run_config("cfashionmnist", 1)
+    assert (cm.nodes, cm.stages, cm.channels, cm.epochs, cm.lam, cm.limit_train) == (15, 3, 8, 40, 3e-3, 8000)
+    assert cm.carve_test == 0.2 and fa.carve_test is None and fa.limit_test == 2000 and fa.seed == 1
+    data_dir = sweep_module._shared_data_dir()
+    assert cm.data_dir == data_dir
+    if data_dir is not None:
+        assert (Path(data_dir) / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
+    # YAML beats the preset, flags beat both, a flag beats a per-dataset preset value too.
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("epochs: 7\nlam: 0.01\n")
+    plan = sweep_module.make_plan(datasets="cmnist", preset="mini", config_path=str(yaml_file), lam=0.02,
+                                  carve_test=0.5, seeds="4")
+    config = plan.run_config("cmnist", 4)
+    assert (config.epochs, config.lam, config.carve_test, config.nodes) == (7, 0.02, 0.5, 15)
+    assert plan.datasets == ["cmnist"] and plan.seeds == [4]
+
+
+def test_plan_errors():
+    with pytest.raises(DagwireError, match="unknown preset"):
+        sweep_module.make_plan(preset="nope")
+    with pytest.raises(DagwireError, match="unknown dataset 'mnist2'"):
+        sweep_module.make_plan(datasets="cmnist,mnist2")
+    with pytest.raises(DagwireError, match="given twice"):
+        sweep_module.make_plan(datasets="cmnist,CMNIST")
+    with pytest.raises(DagwireError, match="--datasets is required"):
+        sweep_module.make_plan()
+    with pytest.raises(DagwireError, match="does not divide"):
+        sweep_module.make_plan(datasets="cmnist", nodes=7, stages=2)
+    with pytest.raises(DagwireError, match="no such file"):
+        sweep_module.make_plan(datasets="npz:/nonexistent/x.npz")
+
+
+def test_first_difference_names_the_key():
+    a = sweep_module.make_plan(preset="mini").identity()
+    assert sweep_module.first_difference(a, sweep_module.make_plan(preset="mini").identity()) is None
+    assert sweep_module.first_difference(a, sweep_module.make_plan(preset="mini", lam=0.01).identity()) \
+        .startswith("lam (0.003 there, 0.01 now)")
+    assert sweep_module.first_difference(a, sweep_module.make_plan(preset="mini", seeds="0-3").identity()) \
+        .startswith("seeds")
+    changed = sweep_module.make_plan(preset="mini")
+    changed.per_dataset["cmnist"]["carve_test"] = 0.3
+    assert sweep_module.first_difference(a, changed.identity()).startswith("carve_test for cmnist")
+    # The device is not part of the identity: a sweep may continue on another device.
+    assert sweep_module.first_difference(a, sweep_module.make_plan(preset="mini", device="cuda").identity()) is None
+
+
+def test_help_lists_train_flags_and_either_import_order_works(capsys):
+    assert main(["sweep", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--datasets", "--seeds", "--preset", "--address", "--cpus-per-run", "--gpus-per-run",
+                 "--lam", "--graph", "--local-window", "--carve-test", "--epochs", "--device"):
+        assert flag in text
+    result = subprocess.run([sys.executable, "-c", "import dagwire.sweep as s; print(len(s.sweep_command.params))"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == len(cli.commands["sweep"].params)
+
+
+# ---------------------------------------------------------------------------------------------
+# A sweep through Ray
+
+
+def test_tiny_sweep_writes_every_run_and_the_table(tiny_sweep, data):
+    out, _ = tiny_sweep
+    df = pd.read_csv(out / "runs.csv")
+    expected = [*sweep_module.BASE_COLUMNS, *sweep_module.feature_columns(2),
+                *[f"dyn_{k}" for k in sweep_module.DYNAMICS_KEYS]]
+    assert list(df.columns) == expected
+    datasets = [data["a"], data["b"]]
+    assert list(zip(df["dataset"], df["seed"])) == [(d, s) for d in datasets for s in (0, 1)]
+    assert (df["status"] == "done").all() and df["error"].isna().all()
+    parquet = pd.read_parquet(out / "runs.parquet")
+    assert list(parquet.columns) == expected and len(parquet) == 4
+    assert parquet["disconnected"].dtype == "boolean" and parquet["nodes"].dtype == "Int64"
+    pd.testing.assert_frame_equal(sweep_module.collect_runs(out), parquet)
+    assert (out / "sweep.yaml").is_file()
+
+    for _, row in df.iterrows():
+        run = out / row["run_dir"]
+        assert run.parent.parent == out / "runs" and run.name == f"seed{row['seed']}"
+        for name in RUN_FILES:
+            assert (run / name).is_file(), (run, name)
+        status = json.loads((run / "status.json").read_text())
+        assert status["status"] == "done" and status["seed"] == row["seed"] and status["dataset"] == row["dataset"]
+        # The table holds what the files hold, and the files what the graph gives.
+        learned = specs.load(run / "graph.json")
+        assert learned.meta["seed"] == row["seed"] and learned.num_edges == 15
+        assert row["test_accuracy"] == pytest.approx(learned.meta["test_accuracy"])
+        features = graphs.features(learned, 0.006, 2, in_channels=3, num_classes=4)
+        assert json.loads((run / "features.json").read_text()) == {**features, "disconnected": False}
+        assert row["sparsity"] == pytest.approx(features["sparsity"]) and row["nodes"] == features["nodes"]
+        assert row["parameters"] == features["parameters"] and bool(row["disconnected"]) is False
+        pruned = graphs.prune(learned, 0.006)
+        assert row["dyn_edges"] == pruned.num_edges == json.loads((run / "dynamics.json").read_text())["edges"]
+        assert 0 <= row["dyn_dsc_largest"] <= 1
+        metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert row["mean_epoch_seconds"] == pytest.approx(np.mean([m["seconds"] for m in metrics]))
+        thresholds = pd.read_csv(run / "thresholds.csv")
+        assert list(thresholds["threshold"]) == sorted(DEFAULT_GRID)
+
+
+def test_rerun_of_a_finished_sweep_runs_nothing(tiny_sweep):
+    out, args = tiny_sweep
+    runs = [out / r for r in pd.read_csv(out / "runs.csv")["run_dir"]]
+    before = mtimes(runs)
+    assert sweep(*args) == 0
+    assert mtimes(runs) == before
+    # `--out DIR` alone continues the sweep stored there.
+    assert sweep("--out", out, "--quiet") == 0
+    assert mtimes(runs) == before
+
+
+def _bad_inputs(data):
+    return [
+        (["--datasets", f"{data['a']},nosuchset", "--seeds", "0-1"], "unknown dataset 'nosuchset'"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--datasets", data["a"], "--seeds", "0-x"], "--seeds '0-x'"),
+        (["--datasets", data["a"], "--seeds", "2-1"], "is empty"),
+        (["--datasets", data["a"], "--seeds", "0-1", "--cpus-per-run", "0"], "--cpus-per-run"),
+    ]
+
+
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(tiny_sweep, data, tmp_path, capsys):
+    out, args = tiny_sweep
+    before = snapshot(out)
+    cases = _bad_inputs(data) + [
+        ([*args[:-2], "--address", "127.0.0.1:1"], "no Ray cluster reachable"),
+        ([*args[:-2], "--lam", "0.01"], "was made by a different configuration: lam (0.001 there, 0.01 now)"),
+        ([("0-2" if a == "0-1" else a) for a in args[:-2]], "different configuration: seeds ([0, 1] there"),
+    ]
+    for extra, message in cases:
+        capsys.readouterr()
+        started = time.perf_counter()
+        assert sweep(*extra, "--out", out) == 2, extra
+        assert time.perf_counter() - started < 20
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("dagwire: error:") and message in err, (extra, err)
+        assert snapshot(out) == before, extra
+        # ... and a new directory is not even created.
+        fresh = tmp_path / "fresh"
+        if "different configuration" not in message:
+            assert sweep(*extra, "--out", fresh) == 2 and not fresh.exists(), extra
+            capsys.readouterr()
+
+
+def test_out_that_is_not_a_sweep_is_refused(tmp_path, data, capsys):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert sweep("--datasets", data["a"], "--seeds", "0", *TINY, "--out", tmp_path / "other") == 2
+    assert "not a sweep directory" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]
+
+
+def test_failed_run_is_recorded_and_retried(tmp_path, data, capsys):
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"not an npz file at all" * 20)
+    out = tmp_path / "sweep"
+    args = ["--datasets", f"{data['a']},npz:{corrupt}", "--seeds", "0-1", *TINY, "--epochs", "1", "--out", out]
+    assert sweep(*args) == 1
+    err = capsys.readouterr().err
+    assert "2 of 4 runs failed" in err
+    df = pd.read_csv(out / "runs.csv")
+    good, bad = df[df["dataset"] == data["a"]], df[df["dataset"] == f"npz:{corrupt}"]
+    assert list(good["status"]) == ["done", "done"] and good["nodes"].notna().all()
+    assert list(bad["status"]) == ["failed", "failed"] and bad["nodes"].isna().all()
+    assert all("cannot read" in e and "\n" not in e for e in bad["error"])
+    for run in bad["run_dir"]:
+        status = json.loads((out / run / "status.json").read_text())
+        assert status["status"] == "failed" and "cannot read" in status["error"]
+        assert (out / run / "error.log").is_file()
+
+    # Repaired data: a rerun retries the failed runs only.
+    done_before = mtimes([out / r for r in good["run_dir"]])
+    write_npz(corrupt, 2)
+    assert sweep(*args) == 0
+    df = pd.read_csv(out / "runs.csv")
+    assert (df["status"] == "done").all() and df["error"].isna().all()
+    assert mtimes([out / r for r in good["run_dir"]]) == done_before
+    assert not any((out / r / "error.log").exists() for r in df["run_dir"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the killed sweep's processes in /proc")
+def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, data):
+    out = tmp_path / "sweep"
+    args = ["--datasets", f"{data['a']},{data['b']}", "--seeds", "0-1", *TINY, "--epochs", "8", "--out", str(out)]
+    # One run at a time (2 CPUs per run), so that when the first run is done another is mid-training.
+    process = subprocess.Popen([sys.executable, "-m", "dagwire.cli", "sweep", *args, "--cpus-per-run", "2"],
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    done, training = [], []
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            runs = sorted(out.glob("runs/*/seed*"))
+            done = [r for r in runs if (r / "status.json").exists()]
+            training = [r for r in runs if (r / "metrics.jsonl").exists() and not (r / "graph.json").exists()]
+            if done and training:
+                break
+            time.sleep(0.01)
+    finally:
+        kill_session(process.pid)  # the driver, its Ray processes and workers (their own groups)
+        process.wait()
+    assert done and training, f"never caught the sweep mid-run: {process.stderr.read().decode()[-2000:]}"
+    assert len(done) < 4
+    finished = mtimes(done)
+    epochs_at_kill = {r: torch.load(r / "checkpoint.pt", weights_only=True)["epoch"] for r in training}
+    metrics_at_kill = {r: (r / "metrics.jsonl").read_text().splitlines() for r in training}
+
+    assert sweep(*args) == 0
+    df = pd.read_csv(out / "runs.csv")
+    assert len(df) == 4 and (df["status"] == "done").all()
+    assert mtimes(done) == finished  # finished runs were not redone
+    for run, epochs in epochs_at_kill.items():
+        status = json.loads((run / "status.json").read_text())
+        assert status["resumed_from_epoch"] == epochs >= 1
+        # Continued from its checkpoint: the epochs before the kill (their timings too) are kept, not redone.
+        before = metrics_at_kill[run]
+        assert before and (run / "metrics.jsonl").read_text().splitlines()[:len(before)] == before
+    for run in df["run_dir"]:
+        metrics = [json.loads(x) for x in (out / run / "metrics.jsonl").read_text().splitlines()]
+        assert [m["epoch"] for m in metrics] == list(range(1, 9))
