@@ -151,7 +151,10 @@ def features(
 
 
 def _single_threaded() -> None:
-    # Each worker is one core: BLAS threads on top would oversubscribe the machine.
+    # Tiny eigendecompositions and L-BFGS steps run faster on one BLAS thread, and each worker
+    # owns one core. scipy loads its own BLAS on import, so import it before limiting.
+    import scipy.linalg  # noqa: F401
+    import scipy.optimize  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
@@ -167,8 +170,13 @@ def features_many(specs_: list[GraphSpec], workers: int | None = None, **kwargs)
     import os
     from concurrent.futures import ProcessPoolExecutor
 
+    import scipy.linalg  # noqa: F401
+    import scipy.optimize  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(specs_) < 8:
-        return [features(s, **kwargs) for s in specs_]
+        with threadpool_limits(1):
+            return [features(s, **kwargs) for s in specs_]
     with ProcessPoolExecutor(workers, initializer=_single_threaded) as pool:
         return list(pool.map(_features_star, [(s, kwargs) for s in specs_], chunksize=max(1, len(specs_) // (4 * workers))))
