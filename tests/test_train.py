@@ -223,3 +223,12 @@ def test_bf16_precision_trains_and_records_finite_weights(tmp_path, tiny_npz):
     history = np.load(out / "edge_history.npy")
     assert np.isfinite(history).all() and not np.allclose(history, 0.5)
     assert yaml.safe_load((out / "config.yaml").read_text())["precision"] == "bf16"
+
+
+def test_unreadable_checkpoint_is_one_line(tmp_path, tiny_npz, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "--dataset", tiny_npz, *TINY, "--epochs", "1", "--out", out) == 0
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert run_cli("train", "--resume", out, "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot read" in err

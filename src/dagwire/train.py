@@ -131,7 +131,10 @@ def train(
     history: list[list[float]] = []
     start_epoch = 0
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        try:
+            state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        except Exception as exc:  # a truncated or foreign file: torch raises several kinds
+            raise DagwireError(f"cannot read {checkpoint_path}: {str(exc).splitlines()[0][:200]}") from None
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
