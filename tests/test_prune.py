@@ -10,6 +10,7 @@ import torch
 from dagwire import counts, graphs, spec as specs
 from dagwire.cli import main
 from dagwire.model import count_parameters, materialise
+from dagwire.errors import DagwireError
 from dagwire.prune import load_run
 
 
@@ -102,3 +103,27 @@ def test_bad_input_for_run_commands(trained_run, args, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_retrain_run_default_dirs_and_resume_if_present(trained_run):
+    from dagwire.prune import full_parameter_count, retrain_run
+
+    trained = load_run(trained_run)
+    config, result = retrain_run(trained, 0.006, fit=True, epochs=1)
+    out = trained_run / "retrain-0.006-fitC"
+    assert result.out == out and (out / "graph.json").is_file()
+    pruned = graphs.prune(trained.learned, 0.006)
+    assert config.channels == counts.fit_channels(pruned, full_parameter_count(trained), 3, 3)
+    # Asked again: the finished retraining is reused, not redone ...
+    stamp = (out / "graph.json").stat().st_mtime_ns
+    again, reused = retrain_run(trained, 0.006, fit=True, epochs=1)
+    assert (out / "graph.json").stat().st_mtime_ns == stamp and reused.test_accuracy == result.test_accuracy
+    assert again.channels == config.channels
+    # ... an interrupted one is continued from its checkpoint ...
+    (out / "graph.json").unlink()
+    metrics = (out / "metrics.jsonl").read_text()
+    _, resumed = retrain_run(trained, 0.006, fit=True)
+    assert (out / "metrics.jsonl").read_text() == metrics and resumed.test_accuracy == result.test_accuracy
+    # ... and resume=False refuses to overwrite it.
+    with pytest.raises(DagwireError, match="already holds a retraining"):
+        retrain_run(trained, 0.006, fit=True, resume=False)

@@ -226,8 +226,7 @@ def thresholds(run, grid, device, quiet) -> None:
 @click.option("--quiet", is_flag=True)
 def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, quiet) -> None:
     """Train the pruned architecture of RUN from scratch with a new seed, same regime (App. B–C)."""
-    from .prune import full_parameter_count, load_run, retrain_config
-    from .train import load_run_config, train as run_training
+    from .prune import full_parameter_count, load_run, retrain_run
 
     if not threshold >= 0:
         raise DagwireError(f"--threshold must be >= 0, got {threshold}")
@@ -240,14 +239,9 @@ def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, qui
             raise DagwireError(f"--fit-channels takes a parameter count, got {fit_channels!r}") from None
         if target < 1:
             raise DagwireError(f"--fit-channels target must be positive, got {target}")
-    out_dir = Path(out) if out else Path(run) / (f"retrain-{threshold:g}" + ("-fitC" if target else ""))
-    if resume:
-        config = load_run_config(out_dir, device=device)
-    else:
-        if (out_dir / "checkpoint.pt").exists() or (out_dir / "graph.json").exists():
-            raise DagwireError(f"{out_dir} already holds a retraining; add --resume or give another --out")
-        config = retrain_config(trained, threshold, out_dir, seed=seed, fit_channels=target, epochs=epochs, device=device)
-    result = run_training(config, out_dir, resume=resume, progress=not quiet)
+    config, result = retrain_run(trained, threshold, fit=target is not None, target=target, seed=seed, out=out,
+                                 resume=resume, progress=not quiet, epochs=epochs, device=device)
+    out_dir = result.out
     click.echo(
         f"done: retrained C={config.channels}, seed {config.seed}: test accuracy {result.test_accuracy:.4f}; "
         f"run in {out_dir}"

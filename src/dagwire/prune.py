@@ -24,7 +24,7 @@ from .data import Dataset, load_dataset
 from .errors import DagwireError
 from .files import atomic_write_text
 from .model import DagNet, load_model, materialise
-from .train import evaluate, load_run_config, resolve_device
+from .train import CHECKPOINT, TrainResult, evaluate, load_run_config, resolve_device, train
 
 DEFAULT_GRID = (0.0, 0.001, 0.002, 0.004, 0.006, 0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3)
 
@@ -131,3 +131,44 @@ def full_parameter_count(trained: TrainedRun) -> int:
         initial, trained.config.channels, int(trained.learned.meta.get("in_channels", 3)),
         int(trained.learned.meta.get("num_classes", 10)),
     )
+
+
+def retrain_dir(run: str | os.PathLike, tau: float, fit: bool) -> Path:
+    """The default directory of a retraining: RUN/retrain-<τ:g> (same C) or RUN/retrain-<τ:g>-fitC."""
+    return Path(run) / (f"retrain-{tau:g}" + ("-fitC" if fit else ""))
+
+
+def retrain_run(
+    trained: TrainedRun, tau: float, fit: bool = False, target: int | None = None, *,
+    seed: int | None = None, out: str | os.PathLike | None = None, resume: bool | None = None,
+    progress: bool = False, dataset: Dataset | None = None, **overrides,
+) -> tuple[TrainConfig, TrainResult]:
+    """Retrain the pruned architecture of `trained` at τ from scratch (App. B–C); (its config, its result).
+
+    fit: C fitted to `target` parameters (default: the complete network's, `full_parameter_count`);
+    a `target` implies fit. out: default `retrain_dir(trained.path, tau, fit)`. resume: True
+    continues the retraining in `out` (DagwireError when there is none); False starts one
+    (DagwireError when `out` already holds one); None continues it when there is one, reuses it
+    without training when it is finished, and starts it otherwise. overrides (epochs, device, ...)
+    apply to a new retraining; a continued one keeps its config.yaml, but for the device.
+    """
+    fit = fit or target is not None
+    out_dir = Path(out) if out is not None else retrain_dir(trained.path, tau, fit)
+    finished = (out_dir / "graph.json").exists() and (out_dir / "weights.pt").exists()
+    present = (out_dir / CHECKPOINT).exists() or (out_dir / "graph.json").exists()
+    if resume is None:
+        if finished:
+            config = load_run_config(out_dir, device=overrides.get("device"))
+            learned = specs.load(out_dir / "graph.json")
+            return config, TrainResult(out_dir, float(learned.meta["test_accuracy"]),
+                                       float(learned.meta["thresholded_accuracy"]), learned)
+        resume = present or (out_dir / "config.yaml").exists()
+    if resume:
+        config = load_run_config(out_dir, device=overrides.get("device"))
+    else:
+        if present:
+            raise DagwireError(f"{out_dir} already holds a retraining; add --resume or give another --out")
+        if fit and target is None:
+            target = full_parameter_count(trained)
+        config = retrain_config(trained, tau, out_dir, seed=seed, fit_channels=target if fit else None, **overrides)
+    return config, train(config, out_dir, resume=resume, progress=progress, dataset=dataset)

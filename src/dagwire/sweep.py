@@ -7,6 +7,9 @@
         thresholds.csv, .png         accuracy (no fine-tuning) and sparsity over τ (Fig. 2)
         features.json                SPEC §5 features at the config's τ and C
         dynamics.json                SPEC §7 (A)-(D), edges and the epoch-1 DSC scores
+        retrain-<τ>/, retrain-<τ>-fitC/  with --retrain: the pruned network (τ: the config's threshold)
+                                     trained from scratch, same C and C fitted to the complete
+                                     network's parameter count (App. B–C; `dagwire retrain`'s dirs)
         status.json                  {"status": "done" | "failed", ...}, written last, atomically
         error.log                    the traceback of a failed run
     DIR/runs.csv, DIR/runs.parquet   one row per run, rewritten atomically whenever a run finishes
@@ -44,10 +47,12 @@ DEFAULT_SEEDS = "0-9"  # SPEC §9: ten seeds per dataset
 # Not part of a sweep's identity: the seed is the sweep's own axis, the device may change on a rerun.
 _PER_RUN_FIELDS = ("dataset", "seed", "device")
 
+RETRAIN_COLUMNS = ("retrained_accuracy", "retrained_fit_accuracy", "retrained_fit_channels",
+                   "retrain_mean_epoch_seconds", "retrain_fit_mean_epoch_seconds")
 BASE_COLUMNS = ("dataset", "seed", "status", "error", "run_dir", "test_accuracy", "thresholded_accuracy",
-                "mean_epoch_seconds")
+                "mean_epoch_seconds", *RETRAIN_COLUMNS)
 DYNAMICS_KEYS = ("A", "B", "C", "D", "edges", "dsc_largest", "dsc_smallest")
-_INT_COLUMNS = {"seed", "nodes", "parameters", "max_path", "edge_connectivity", "dyn_edges"}
+_INT_COLUMNS = {"seed", "retrained_fit_channels", "nodes", "parameters", "max_path", "edge_connectivity", "dyn_edges"}
 _BOOL_COLUMNS = {"q1d", "disconnected"}
 _TEXT_COLUMNS = {"dataset", "status", "error", "run_dir"}
 
@@ -186,6 +191,7 @@ class SweepPlan:
     per_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "cpu"
     preset: str | None = None
+    retrain: bool = False  # retrain each run's pruned network (same C, fitted C) after it is measured
 
     def run_config(self, dataset: str, seed: int):
         """The TrainConfig of the run (dataset, seed)."""
@@ -202,7 +208,7 @@ class SweepPlan:
     def identity(self) -> dict[str, Any]:
         """What sweep.yaml stores (the preset is recorded for information, not compared)."""
         return {"format": SWEEP_FORMAT, "preset": self.preset, "datasets": list(self.datasets),
-                "seeds": list(self.seeds), "config": dict(self.config),
+                "seeds": list(self.seeds), "retrain": bool(self.retrain), "config": dict(self.config),
                 "per_dataset": {d: dict(v) for d, v in self.per_dataset.items() if v}}
 
     def runs(self) -> list[tuple[str, int, str]]:
@@ -213,7 +219,7 @@ class SweepPlan:
 
 def make_plan(
     datasets: str | None = None, seeds: str | None = None, preset: str | None = None,
-    config_path: str | None = None, check_files: bool = True, **flags: Any,
+    config_path: str | None = None, check_files: bool = True, retrain: bool = False, **flags: Any,
 ) -> SweepPlan:
     """Build and validate a plan: defaults < preset < --config YAML < flags (None = not given)."""
     from dataclasses import fields
@@ -253,7 +259,7 @@ def make_plan(
         kept = {k: v for k, v in extra.items() if k not in given}  # what the user gave wins
         if normal in dataset_list and kept:
             per_dataset[normal] = _absolute_paths(kept)
-    plan = SweepPlan(dataset_list, seed_list, config, per_dataset, device, preset)
+    plan = SweepPlan(dataset_list, seed_list, config, per_dataset, device, preset, bool(retrain))
     for dataset in dataset_list:  # every run's configuration must be valid before anything starts
         plan.run_config(dataset, seed_list[0])
     if config["graph"] not in ("complete", "local"):
@@ -267,7 +273,7 @@ def plan_from_identity(identity: dict[str, Any], device: str | None = None) -> S
     """The plan stored in a sweep.yaml (device: the one to run on now)."""
     return SweepPlan(list(identity["datasets"]), [int(s) for s in identity["seeds"]], dict(identity["config"]),
                      {d: dict(v) for d, v in (identity.get("per_dataset") or {}).items()},
-                     device or "cpu", identity.get("preset"))
+                     device or "cpu", identity.get("preset"), bool(identity.get("retrain", False)))
 
 
 def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -296,6 +302,9 @@ def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     for key in ("datasets", "seeds"):
         if old.get(key) != new.get(key):
             return f"{key} ({_short(old.get(key))} there, {_short(new.get(key))} now)"
+    # A sweep.yaml from before --retrain existed has no key: it did not retrain.
+    if bool(old.get("retrain", False)) != bool(new.get("retrain", False)):
+        return f"retrain ({bool(old.get('retrain', False))} there, {bool(new.get('retrain', False))} now)"
     old_plan, new_plan = plan_from_identity(old), plan_from_identity(new)
     keys = list(dict.fromkeys([*new["config"], *old["config"]]))
     for dataset in new["datasets"]:
@@ -409,16 +418,39 @@ def train_and_measure(job: dict[str, Any]) -> dict[str, Any]:
     dynamics = edge_dynamics(np.load(out / "edge_history.npy"), retained, tau)
     atomic_write_json(out / "features.json", _clean(features))
     atomic_write_json(out / "dynamics.json", _clean(dynamics))
+    retrained = retrain_pruned(trained, tau, data) if job.get("retrain") else {}
     status = {
         "status": "done", "dataset": config.dataset, "seed": config.seed,
         "test_accuracy": learned.meta.get("test_accuracy"),
         "thresholded_accuracy": learned.meta.get("thresholded_accuracy"),
         "mean_epoch_seconds": _mean_epoch_seconds(out), "epochs": _epochs_done(out),
         "resumed_from_epoch": resumed_from, "device": config.device, "host": socket.gethostname(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **retrained,
     }
     _write_status(out, status)  # last: its presence means every other file is complete
     return {**_clean(status), "features": _clean(features), "dynamics": _clean(dynamics)}
+
+
+def retrain_pruned(trained, tau: float, data) -> dict[str, Any]:
+    """Retrain a run's pruned network from scratch, same C and fitted C, into RUN/retrain-<τ>[-fitC].
+
+    Resumes each from its checkpoint (reuses it when finished). Returns the status.json entries:
+    RETRAIN_COLUMNS and "retrain": "done", or "retrain": "skipped" with a note for a graph that is
+    disconnected at τ (nothing to retrain; not a failure).
+    """
+    from . import graphs
+    from .prune import retrain_run
+
+    if not graphs.is_connected(graphs.prune(trained.learned, tau)):
+        return {"retrain": "skipped", "note": "retrain skipped: disconnected"}
+    device = trained.config.device
+    _, same = retrain_run(trained, tau, fit=False, dataset=data, device=device)
+    fit_config, fitted = retrain_run(trained, tau, fit=True, dataset=data, device=device)
+    return {"retrain": "done",
+            "retrained_accuracy": same.test_accuracy, "retrained_fit_accuracy": fitted.test_accuracy,
+            "retrained_fit_channels": fit_config.channels,
+            "retrain_mean_epoch_seconds": _mean_epoch_seconds(same.out),
+            "retrain_fit_mean_epoch_seconds": _mean_epoch_seconds(fitted.out)}
 
 
 class _run_lock:
@@ -508,7 +540,7 @@ def make_row(dataset: str, seed: int, run_dir: str, result: dict[str, Any]) -> d
     done = result.get("status") == "done"
     row = {"dataset": dataset, "seed": seed, "status": result.get("status", "pending"),
            "error": "" if done else str(result.get("error") or ""), "run_dir": run_dir}
-    for key in ("test_accuracy", "thresholded_accuracy", "mean_epoch_seconds"):
+    for key in ("test_accuracy", "thresholded_accuracy", "mean_epoch_seconds", *RETRAIN_COLUMNS):
         row[key] = result.get(key) if done else None
     if done:
         features = dict(result.get("features") or {})
@@ -725,7 +757,7 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, pr
     refs = {}
     for dataset, seed, rel in todo:
         job = {"config": plan.run_config(dataset, seed).to_dict(), "run_dir": str((sweep_dir / rel).resolve()),
-               "cpus": cpus_per_run}
+               "cpus": cpus_per_run, "retrain": plan.retrain}
         refs[task.remote(job)] = (dataset, seed, rel)
     counts = {"done": sum(r["status"] == "done" for r in rows.values()), "failed": 0}
     bar = tqdm(total=len(rows), initial=counts["done"], desc="sweep", unit="run", disable=not progress)
@@ -766,9 +798,12 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, pr
 @click.option("--address", help="An existing Ray cluster (HOST:PORT, ray://HOST:PORT, auto); default: local Ray.")
 @click.option("--cpus-per-run", type=int, default=1, show_default=True, help="CPU cores (torch threads) per run.")
 @click.option("--gpus-per-run", type=float, default=0.0, show_default=True, help="GPUs per run (fractions share one).")
+@click.option("--retrain", is_flag=True, default=False,
+              help="Also retrain each run's pruned network from scratch (same C and fitted C) into "
+                   "RUN/retrain-τ[-fitC]; part of the sweep's configuration.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_run, quiet, config_path=None,
-                  **flags) -> None:
+def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_run, retrain, quiet,
+                  config_path=None, **flags) -> None:
     """Run every (dataset, seed) as an independent training run through Ray; rerun to resume.
 
     Each run also gets thresholds.csv, features.json and dynamics.json; DIR/runs.csv and
@@ -781,10 +816,12 @@ def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_
     if stored is not None:
         # `dagwire sweep --out DIR` alone continues the sweep stored there.
         plan = plan_from_identity(stored, flags.get("device"))
+        plan.retrain = plan.retrain or retrain  # --retrain on a sweep made without it is refused below
         for dataset in plan.datasets:
             plan.run_config(dataset, plan.seeds[0])
     else:
-        plan = make_plan(datasets, seeds, preset, config_path, check_files=address is None, **flags)
+        plan = make_plan(datasets, seeds, preset, config_path, check_files=address is None, retrain=retrain,
+                         **flags)
     result = run_sweep(plan, sweep_dir, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
                        progress=not quiet)
     total = len(result.table)
