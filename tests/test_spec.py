@@ -46,6 +46,7 @@ def test_edges_given_out_of_order_are_sorted_with_their_weights():
         ('{"num_nodes": 3, "stages": [3], "edges": [[0, 5, 0.5]]}', "out of range"),
         ('{"num_nodes": 3, "stages": [3], "edges": [[0, 1, -0.5]]}', "weight"),
         ('{"num_nodes": 3, "stages": [3], "edges": [[0, 1, NaN]]}', "weight"),
+        ('{"num_nodes": 3, "stages": [3], "edges": [[0, 1, Infinity]]}', "weight"),
         ('{"num_nodes": 4, "stages": [3], "edges": [[0, 1, 0.5]]}', "sum to 3"),
         ('{"num_nodes": 3, "stages": [3], "edges": [[0, 1], [0, 1]]}', "twice"),
         ('{"num_nodes": 3, "stages": [3], "edges": [["a", 1]]}', "is not \\[i, j\\]"),

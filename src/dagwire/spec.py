@@ -63,6 +63,9 @@ class GraphSpec:
 
     def with_edges(self, edges: Iterable[tuple[int, int]], weights: Iterable[float] | None) -> "GraphSpec":
         """A copy on the same nodes and stages with another edge set (sorted by (i, j))."""
+        edges, weights = list(edges), None if weights is None else list(weights)
+        if weights is not None and len(weights) != len(edges):
+            raise SpecError(f"{len(weights)} weights for {len(edges)} edges")
         pairs = list(zip(edges, weights)) if weights is not None else [(e, None) for e in edges]
         pairs.sort(key=lambda p: p[0])
         new_edges = tuple((int(i), int(j)) for (i, j), _ in pairs)
@@ -156,8 +159,8 @@ def validate(spec: GraphSpec) -> None:
         if len(spec.weights) != len(spec.edges):
             raise SpecError(f"{len(spec.weights)} weights for {len(spec.edges)} edges")
         for (i, j), w in zip(spec.edges, spec.weights):
-            if not isinstance(w, (int, float)) or math.isnan(w) or w < 0:
-                raise SpecError(f"edge ({i}, {j}) has weight {w!r}; weights must be numbers >= 0")
+            if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise SpecError(f"edge ({i}, {j}) has weight {w!r}; weights must be finite numbers >= 0")
 
 
 def from_dict(obj: Any, source: str = "graph") -> GraphSpec:
