@@ -12,7 +12,6 @@ Conventions:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -570,23 +569,3 @@ def retained_mask(spec: GraphSpec, tau: float) -> np.ndarray:
     from . import graphs
 
     return np.array(graphs.edge_mask(spec, graphs.prune(spec, tau)), dtype=bool)
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The JSON objects of a .jsonl file, skipping blank or unreadable lines (a run may be mid-write)."""
-    out = []
-    try:
-        text = Path(path).read_text()
-    except (FileNotFoundError, IsADirectoryError):
-        return out
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
-            out.append(obj)
-    return out

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file, and a crash never loses the old one."""
+"""Files: atomic writes (a reader never sees a half-written file, a crash never loses the old one),
+and tolerant reading of the per-epoch records a run appends."""
 
 from __future__ import annotations
 
@@ -46,3 +47,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
     """Write `obj` as JSON to `path` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The JSON objects of a .jsonl file, skipping blank or unreadable lines (a run may be mid-write)."""
+    out = []
+    try:
+        text = Path(path).read_text()
+    except (FileNotFoundError, IsADirectoryError):
+        return out
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def mean_epoch_seconds(run_dir: str | os.PathLike) -> float:
+    """Mean of `seconds` over the epochs in a run's metrics.jsonl (NaN when there are none)."""
+    seconds = [float(r["seconds"]) for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
+               if isinstance(r.get("seconds"), (int, float))]
+    return sum(seconds) / len(seconds) if seconds else float("nan")

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import click
 
 from .errors import DagwireError
+from .files import mean_epoch_seconds
 
 PAPER_LABEL = "paper (Janik & Nowak 2022, 100 epochs, full scale)"
 PAPER_DATASETS = ("cmnist", "ckmnist", "cfashionmnist", "cifar10", "cifar10_t8")
@@ -205,20 +206,11 @@ def table2(df) -> Table:
                             PAPER_TABLES["table2"], note)
 
 
-def _mean_seconds(run_dir: str | os.PathLike) -> float:
-    """Mean of `seconds` over the epochs of a run's metrics.jsonl (NaN when absent)."""
-    from .compare import read_jsonl
-
-    seconds = [float(r["seconds"]) for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
-               if isinstance(r.get("seconds"), (int, float))]
-    return float(sum(seconds) / len(seconds)) if seconds else float("nan")
-
-
 def _retrained_accuracy(run_dir: Path) -> float:
     """Final test accuracy of a retraining: graph.json meta, else the last metrics.jsonl line."""
     import json
 
-    from .compare import read_jsonl
+    from .files import read_jsonl
 
     try:
         meta = json.loads((run_dir / "graph.json").read_text())
@@ -248,10 +240,10 @@ def with_retrain_columns(df, tau: float = 0.006):
         else pd.Series(float("nan"), index=df.index)
     for (_, row), seconds in zip(df.iterrows(), given):
         run_dir = row["run_dir"] if row.get("done") else ""
-        full.append(seconds if math.isfinite(seconds) or not run_dir else _mean_seconds(run_dir))
+        full.append(seconds if math.isfinite(seconds) or not run_dir else mean_epoch_seconds(run_dir))
         same, fitc = _retrain_dirs(run_dir, tau)
-        same_s.append(_mean_seconds(same) if same else float("nan"))
-        fitc_s.append(_mean_seconds(fitc) if fitc else float("nan"))
+        same_s.append(mean_epoch_seconds(same) if same else float("nan"))
+        fitc_s.append(mean_epoch_seconds(fitc) if fitc else float("nan"))
         same_a.append(_retrained_accuracy(same) if same else float("nan"))
         fitc_a.append(_retrained_accuracy(fitc) if fitc else float("nan"))
     df["seconds_full"], df["seconds_retrain"], df["seconds_retrain_fitc"] = full, same_s, fitc_s

@@ -38,6 +38,7 @@ from typing import Any
 import click
 
 from .errors import DagwireError
+from .files import mean_epoch_seconds
 
 SWEEP_FILE = "sweep.yaml"
 SWEEP_FORMAT = "dagwire-sweep/1"
@@ -368,17 +369,6 @@ def _checkpoint_epoch(path: Path) -> int:
         return 0
 
 
-def _mean_epoch_seconds(run_dir: Path) -> float:
-    seconds = []
-    try:
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            if line.strip():
-                seconds.append(float(json.loads(line)["seconds"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return sum(seconds) / len(seconds) if seconds else float("nan")
-
-
 def train_and_measure(job: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume, or reuse) one run, then write thresholds, features, dynamics and status.json last."""
     import numpy as np
@@ -423,7 +413,7 @@ def train_and_measure(job: dict[str, Any]) -> dict[str, Any]:
         "status": "done", "dataset": config.dataset, "seed": config.seed,
         "test_accuracy": learned.meta.get("test_accuracy"),
         "thresholded_accuracy": learned.meta.get("thresholded_accuracy"),
-        "mean_epoch_seconds": _mean_epoch_seconds(out), "epochs": _epochs_done(out),
+        "mean_epoch_seconds": mean_epoch_seconds(out), "epochs": _epochs_done(out),
         "resumed_from_epoch": resumed_from, "device": config.device, "host": socket.gethostname(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **retrained,
     }
@@ -449,8 +439,8 @@ def retrain_pruned(trained, tau: float, data) -> dict[str, Any]:
     return {"retrain": "done",
             "retrained_accuracy": same.test_accuracy, "retrained_fit_accuracy": fitted.test_accuracy,
             "retrained_fit_channels": fit_config.channels,
-            "retrain_mean_epoch_seconds": _mean_epoch_seconds(same.out),
-            "retrain_fit_mean_epoch_seconds": _mean_epoch_seconds(fitted.out)}
+            "retrain_mean_epoch_seconds": mean_epoch_seconds(same.out),
+            "retrain_fit_mean_epoch_seconds": mean_epoch_seconds(fitted.out)}
 
 
 class _run_lock:
