@@ -134,7 +134,7 @@ def test_mini_preset_and_what_overrides_it(tmp_path):
     plan = sweep_module.make_plan(preset="mini")
     assert plan.datasets == ["cmnist", "cfashionmnist", "cfashionmnist_t8"] and plan.seeds == [0, 1, 2]
     cm, fa = plan.run_config("cmnist", 1), plan.run_config("cfashionmnist", 1)
-    assert (cm.nodes, cm.stages, cm.channels, cm.epochs, cm.lam, cm.limit_train) == (15, 3, 8, 40, 3e-3, 8000)
+    assert (cm.nodes, cm.stages, cm.channels, cm.epochs, cm.lam, cm.limit_train) == (12, 3, 6, 30, 5e-3, 5000)
     assert cm.carve_test == 0.2 and fa.carve_test is None and fa.limit_test == 2000 and fa.seed == 1
     data_dir = sweep_module._shared_data_dir()
     assert cm.data_dir == data_dir
@@ -146,7 +146,7 @@ def test_mini_preset_and_what_overrides_it(tmp_path):
     plan = sweep_module.make_plan(datasets="cmnist", preset="mini", config_path=str(yaml_file), lam=0.02,
                                   carve_test=0.5, seeds="4")
     config = plan.run_config("cmnist", 4)
-    assert (config.epochs, config.lam, config.carve_test, config.nodes) == (7, 0.02, 0.5, 15)
+    assert (config.epochs, config.lam, config.carve_test, config.nodes) == (7, 0.02, 0.5, 12)
     assert plan.datasets == ["cmnist"] and plan.seeds == [4]
 
 
