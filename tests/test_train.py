@@ -232,3 +232,67 @@ def test_unreadable_checkpoint_is_one_line(tmp_path, tiny_npz, capsys):
     assert run_cli("train", "--resume", out, "--quiet") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot read" in err
+
+
+def test_batch_seeds_equal_separate_runs(tmp_path, tiny_npz):
+    """K seeds trained as one network leave the K run directories that K separate runs leave."""
+    config = build_config(None, dataset=tiny_npz, nodes=6, stages=2, channels=2, batch_size=16, epochs=2, seed=3,
+                          lam=0.02)
+    configs = train_module.seed_configs(config, 3)
+    assert [c.seed for c in configs] == [3, 4, 5]
+    together = train_module.train_seeds(configs, [tmp_path / f"b{c.seed}" for c in configs], progress=False)
+    for c, result in zip(configs, together):
+        alone = train_module.train(c, tmp_path / f"s{c.seed}", progress=False)
+        a = torch.load(tmp_path / f"s{c.seed}" / "weights.pt", weights_only=True)
+        b = torch.load(result.out / "weights.pt", weights_only=True)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.allclose(a[key].double(), b[key].double(), atol=1e-5), (c.seed, key)
+        assert np.allclose(np.load(alone.out / "edge_history.npy"), np.load(result.out / "edge_history.npy"), atol=1e-5)
+        assert result.test_accuracy == alone.test_accuracy
+        assert result.thresholded_accuracy == alone.thresholded_accuracy
+        assert yaml.safe_load((result.out / "config.yaml").read_text())["seed"] == c.seed
+        assert specs.load(result.out / "graph.json").meta["seed"] == c.seed
+    # The members really are different networks (distinct seeds).
+    first, second = (torch.load(r.out / "weights.pt", weights_only=True) for r in together[:2])
+    assert not torch.equal(first["edge_weights"], second["edge_weights"])
+
+
+def test_batch_seeds_resume_from_member_checkpoints(tmp_path, tiny_npz):
+    config = build_config(None, dataset=tiny_npz, nodes=6, stages=2, channels=2, batch_size=16, epochs=3, seed=0)
+    configs = train_module.seed_configs(config, 2)
+    whole = train_module.train_seeds(configs, [tmp_path / "w0", tmp_path / "w1"], progress=False)
+
+    def stop_after_first_epoch(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    for name in ("together", "apart"):
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train_seeds(configs, [tmp_path / name / "0", tmp_path / name / "1"], progress=False,
+                                     on_epoch=stop_after_first_epoch)
+    # Resumed together: the same arithmetic as the uninterrupted pair, so the same bits.
+    train_module.train_seeds(configs, [tmp_path / "together" / "0", tmp_path / "together" / "1"], resume=True,
+                             progress=False)
+    # A member's checkpoint is an ordinary run's checkpoint: it resumes alone, as a single network
+    # (whose float sums differ in the last bits from the stacked one's, hence a tolerance).
+    assert run_cli("train", "--resume", tmp_path / "apart" / "1", "--quiet") == 0
+    for k, w in enumerate(whole):
+        a = torch.load(w.out / "weights.pt", weights_only=True)
+        b = torch.load(tmp_path / "together" / str(k) / "weights.pt", weights_only=True)
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    a = torch.load(whole[1].out / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "apart" / "1" / "weights.pt", weights_only=True)
+    for key in a:
+        assert torch.allclose(a[key].double(), b[key].double(), rtol=1e-4, atol=1e-4), key
+
+
+def test_batch_seeds_on_the_command_line(tmp_path, tiny_npz, capsys):
+    out = tmp_path / "runs"
+    assert run_cli("train", "--dataset", tiny_npz, *TINY, "--epochs", "1", "--seed", "4", "--batch-seeds", "2",
+                   "--out", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["seed4", "seed5"]
+    assert all((out / name / "graph.json").is_file() for name in ("seed4", "seed5"))
+    assert run_cli("train", "--dataset", tiny_npz, *TINY, "--batch-seeds", "0", "--out", tmp_path / "x") == 2
+    assert "--batch-seeds must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -67,12 +67,14 @@ def _config_from_flags(config_path, **flags):
 
 @cli.command()
 @train_options
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create.")
-@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create (--batch-seeds K > 1: OUT/seed<s> each).")
+@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory (or the OUT/seed* runs of --batch-seeds).")
+@click.option("--batch-seeds", type=int, default=1, show_default=True,
+              help="Train seeds seed..seed+K-1 as K members of one network (same math as K runs).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(config_path, out, resume, quiet, **flags) -> None:
+def train(config_path, out, resume, batch_seeds, quiet, **flags) -> None:
     """Train the DAG network on a dataset; write metrics, edge history, checkpoints and graph.json."""
-    from .train import load_run_config, train as run_training
+    from .train import load_run_config, seed_configs, train_seeds
 
     if resume:
         if out and Path(out) != Path(resume):
@@ -80,17 +82,22 @@ def train(config_path, out, resume, quiet, **flags) -> None:
         given = {k: v for k, v in flags.items() if v is not None}
         if set(given) - {"device"}:
             raise DagwireError(f"--resume takes its options from {resume}/config.yaml; only --device may change")
-        config = load_run_config(resume, device=given.get("device"))
-        result = run_training(config, resume, resume=True, progress=not quiet)
+        members = [Path(resume)]
+        if not (Path(resume) / "config.yaml").exists():  # the OUT of a --batch-seeds run: its seed<s> runs
+            members = sorted(p.parent for p in Path(resume).glob("seed*/config.yaml")) or members
+        configs = [load_run_config(run, device=given.get("device")) for run in members]
+        results = train_seeds(configs, members, resume=True, progress=not quiet)
     else:
         if not out:
             raise DagwireError("--out DIR is required (the run directory to create)")
-        config = _config_from_flags(config_path, **flags)
-        result = run_training(config, out, progress=not quiet)
-    click.echo(
-        f"done: test accuracy {result.test_accuracy:.4f}, thresholded (τ={config.threshold}) "
-        f"{result.thresholded_accuracy:.4f}; graph in {result.out / 'graph.json'}"
-    )
+        configs = seed_configs(_config_from_flags(config_path, **flags), batch_seeds)
+        members = [Path(out)] if batch_seeds == 1 else [Path(out) / f"seed{c.seed}" for c in configs]
+        results = train_seeds(configs, members, progress=not quiet)
+    for config, result in zip(configs, results):
+        click.echo(
+            f"done: test accuracy {result.test_accuracy:.4f}, thresholded (τ={config.threshold}) "
+            f"{result.thresholded_accuracy:.4f}; graph in {result.out / 'graph.json'}"
+        )
 
 
 @cli.command()

@@ -25,57 +25,101 @@ EDGE_INIT = math.atanh(0.5)  # tanh(w) = 0.5 for every edge: no a-priori topolog
 
 
 class NodeOp(nn.Module):
-    """`BN(Conv3x3(ReLU(x))) + BN(Conv1x1(x))`, the op of every node and reduce block."""
+    """`BN(Conv3x3(ReLU(x))) + BN(Conv1x1(x))`, the op of every node and reduce block.
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+    With `members` K > 1 it holds K independent copies side by side in the channel dimension:
+    grouped convolutions (groups = K) and batch norm over K·c_out channels, which normalises each
+    copy's channels on their own, as K separate modules would.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, members: int = 1):
         super().__init__()
-        self.conv3 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(c_out)
-        self.conv1 = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
+        k = members
+        self.conv3 = nn.Conv2d(k * c_in, k * c_out, 3, stride=stride, padding=1, bias=False, groups=k)
+        self.bn3 = nn.BatchNorm2d(k * c_out)
+        self.conv1 = nn.Conv2d(k * c_in, k * c_out, 1, stride=stride, bias=False, groups=k)
+        self.bn1 = nn.BatchNorm2d(k * c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the op."""
         return self.bn3(self.conv3(F.relu(x))) + self.bn1(self.conv1(x))
 
 
+def _by_member(x: torch.Tensor, members: int) -> torch.Tensor:
+    """[B, K·C, ...] viewed as [B, K, C·...]: member k's activations in row k."""
+    return x.view(x.shape[0], members, -1)
+
+
 class _WeightedSum(torch.autograd.Function):
     """base + Σ_e w_e · x_e, accumulated in place.
 
     Autograd's `sum(w * x)` would allocate two tensors per edge and `torch.stack` would copy every
-    input; this keeps one output buffer per node and saves the inputs by reference.
+    input; this keeps one output buffer per node and saves the inputs by reference. Weights are
+    [E] for one network, or [K, E] for K member networks side by side in the channel dimension.
     """
 
     @staticmethod
     def forward(ctx, weights: torch.Tensor, base: torch.Tensor | None, *inputs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out = inputs[0] * weights[0] if base is None else base.clone()
-        for e in range(0 if base is not None else 1, len(inputs)):
-            out.addcmul_(inputs[e], weights[e])
-        ctx.has_base = base is not None
+        k = 1 if weights.dim() == 1 else weights.shape[0]
+        w = weights if k == 1 else weights.t().reshape(-1, 1, k, 1)  # w[e] broadcasts over [B, K, F]
+        first = 0 if base is not None else 1
+        out = (inputs[0] if k == 1 else _by_member(inputs[0], k)) * w[0] if base is None else base.clone()
+        view = out if k == 1 else _by_member(out, k)
+        for e in range(first, len(inputs)):
+            view.addcmul_(inputs[e] if k == 1 else _by_member(inputs[e], k), w[e])
+        ctx.has_base, ctx.members = base is not None, k
         ctx.save_for_backward(weights, *inputs)
-        return out
+        return out.view(inputs[0].shape)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         weights, *inputs = ctx.saved_tensors
+        k = ctx.members
         grad_w = None
         if ctx.needs_input_grad[0]:
-            flat = grad.reshape(-1)
-            grad_w = torch.stack([torch.dot(flat, x.reshape(-1).to(flat.dtype)) for x in inputs]).to(weights.dtype)
+            if k == 1:
+                flat = grad.reshape(-1)
+                grad_w = torch.stack([torch.dot(flat, x.reshape(-1).to(flat.dtype)) for x in inputs])
+            else:
+                g = _by_member(grad.contiguous(), k)
+                grad_w = torch.stack([torch.einsum("bkf,bkf->k", g, _by_member(x, k).to(g.dtype)) for x in inputs], 1)
+            grad_w = grad_w.to(weights.dtype)
         grad_base = grad if ctx.has_base and ctx.needs_input_grad[1] else None
-        grad_inputs = [(grad * weights[e]).to(inputs[e].dtype) if ctx.needs_input_grad[e + 2] else None for e in range(len(inputs))]
+        w = weights if k == 1 else weights.t().reshape(-1, 1, k, 1)
+        grad_inputs = [
+            None if not ctx.needs_input_grad[e + 2]
+            else (grad * w[e] if k == 1 else (_by_member(grad.contiguous(), k) * w[e]).view(grad.shape)).to(inputs[e].dtype)
+            for e in range(len(inputs))
+        ]
         return (grad_w, grad_base, *grad_inputs)
 
 
 def weighted_sum(weights: torch.Tensor, inputs: Sequence[torch.Tensor], base: torch.Tensor | None = None) -> torch.Tensor:
-    """base + Σ_e weights[e] · inputs[e] for same-shaped tensors (base optional)."""
+    """base + Σ_e weights[..., e] · inputs[e] for same-shaped tensors (base optional; weights [E] or [K, E])."""
     if not inputs:
         if base is None:
             raise ValueError("weighted_sum of nothing")
         return base
-    if base is None and len(inputs) == 1:
+    if base is None and len(inputs) == 1 and weights.dim() == 1:
         return inputs[0] * weights[0]
     return _WeightedSum.apply(weights, base, *inputs)
+
+
+class MemberLinear(nn.Module):
+    """K independent linear layers on [B, K·F] inputs; weight [K·out, F] (K = 1: nn.Linear's layout)."""
+
+    def __init__(self, features: int, out: int, members: int):
+        super().__init__()
+        self.members, self.out = members, out
+        heads = [nn.Linear(features, out) for _ in range(members)]  # nn.Linear's initialisation
+        self.weight = nn.Parameter(torch.cat([h.weight.detach() for h in heads]))
+        self.bias = nn.Parameter(torch.cat([h.bias.detach() for h in heads]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, K·F] to [B, K·out]."""
+        k = self.members
+        w = self.weight.view(k, self.out, -1)
+        return (torch.einsum("bkf,kof->bko", x.view(x.shape[0], k, -1), w) + self.bias.view(k, self.out)).flatten(1)
 
 
 class DagNet(nn.Module):
@@ -85,12 +129,19 @@ class DagNet(nn.Module):
     Edges that enter a stage from earlier stages are known when the stage starts, so all of them
     are summed at once as one matrix product of the stage's edge weights with the stacked reduce
     outputs: each reduce output is read once instead of once per target node.
+
+    `members` K > 1 builds K independent networks of the same graph in one module (`--batch-seeds`):
+    member k owns channel block k of every activation (input [B, K·in_channels, H, W], logits
+    [B, K·num_classes]) and row k of the [K, E] edge weights. `stack_members` and `split_members`
+    move states between it and K single networks.
     """
 
-    def __init__(self, spec: GraphSpec, channels: int = 11, in_channels: int = 3, num_classes: int = 10):
+    def __init__(self, spec: GraphSpec, channels: int = 11, in_channels: int = 3, num_classes: int = 10,
+                 members: int = 1):
         super().__init__()
         self.spec = spec
         self.channels, self.in_channels, self.num_classes = channels, in_channels, num_classes
+        self.members = members
         inner: dict[int, list[tuple[int, int]]] = {}  # node -> [(edge, source)] inside its stage
         cross: dict[int, list[tuple[int, int, int]]] = {}  # stage -> [(edge, source, target)] entering it
         for e, (i, j) in enumerate(spec.edges):
@@ -108,15 +159,18 @@ class DagNet(nn.Module):
             return counts.stage_channels(channels, spec.stage_of(node))
 
         self.nodes = nn.ModuleDict(
-            {str(j): NodeOp(in_channels if j == 0 else width(j), width(j)) for j in active}
+            {str(j): NodeOp(in_channels if j == 0 else width(j), width(j), members=members) for j in active}
         )
         self.reduces = nn.ModuleDict(
-            {f"{i}_{k}": NodeOp(width(i), width(i) * 2**k, stride=2**k) for i, k in counts.reduce_blocks(spec)}
+            {f"{i}_{k}": NodeOp(width(i), width(i) * 2**k, stride=2**k, members=members)
+             for i, k in counts.reduce_blocks(spec)}
         )
-        self.head = nn.Linear(width(spec.output), num_classes)
-        self.edge_weights = nn.Parameter(torch.full((spec.num_edges,), EDGE_INIT))
+        self.head = (nn.Linear(width(spec.output), num_classes) if members == 1
+                     else MemberLinear(width(spec.output), num_classes, members))
+        shape = (spec.num_edges,) if members == 1 else (members, spec.num_edges)
+        self.edge_weights = nn.Parameter(torch.full(shape, EDGE_INIT))
         # 1 keeps an edge, 0 cuts it; used to evaluate a thresholded network without rebuilding it.
-        self.register_buffer("edge_mask", torch.ones(spec.num_edges), persistent=False)
+        self.register_buffer("edge_mask", torch.ones(shape), persistent=False)
 
         # Execution plan, stage by stage. For the edges entering stage s: the reduce blocks
         # (source, jump) to stack, the target nodes, and a [targets × sources] matrix of edge
@@ -147,38 +201,95 @@ class DagNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of normalised images."""
         strengths = self.edge_strengths()
-        padded = torch.cat([strengths, strengths.new_zeros(1)])  # slot num_edges: "no edge"
+        padded = F.pad(strengths, (0, 1))  # slot num_edges: "no edge", always zero
         outputs: dict[int, torch.Tensor] = {0: self.nodes["0"](x)}
         for blocks, targets, gather, node_plan in self._stages:
             entering: dict[int, torch.Tensor] = {}
             if blocks:
                 reduced = torch.stack([self.reduces[f"{i}_{k}"](outputs[i]) for i, k in blocks])
-                mixed = padded[gather.to(x.device)] @ reduced.flatten(1)
-                entering = dict(zip(targets, mixed.view(len(targets), *reduced.shape[1:]).unbind(0)))
+                weights = padded[..., gather.to(x.device)]  # [targets, blocks], or [K, targets, blocks]
+                if self.members == 1:
+                    mixed = weights @ reduced.flatten(1)
+                else:
+                    by_member = reduced.view(len(blocks), x.shape[0], self.members, -1)
+                    mixed = torch.einsum("ktn,nbkf->tbkf", weights, by_member)
+                entering = dict(zip(targets, mixed.reshape(len(targets), *reduced.shape[1:]).unbind(0)))
             for j, edge_index, sources in node_plan:
                 total = weighted_sum(
-                    padded[edge_index.to(x.device)], [outputs[i] for i in sources], entering.get(j)
+                    padded[..., edge_index.to(x.device)], [outputs[i] for i in sources], entering.get(j)
                 )
                 outputs[j] = self.nodes[str(j)](total)
         return self.head(outputs[self.spec.output].mean(dim=(2, 3)))
 
-    def set_edge_mask(self, keep: Sequence[bool] | None) -> None:
-        """Cut the edges whose entry is False (None keeps every edge)."""
-        mask = torch.ones(self.spec.num_edges) if keep is None else torch.tensor([float(bool(k)) for k in keep])
-        if mask.numel() != self.spec.num_edges:
-            raise ValueError(f"mask has {mask.numel()} entries for {self.spec.num_edges} edges")
+    def set_edge_mask(self, keep: Sequence | None) -> None:
+        """Cut the edges whose entry is False (None keeps every edge; K members: one list per member)."""
+        mask = torch.ones(self.edge_mask.shape) if keep is None else torch.tensor(keep, dtype=torch.bool).float()
+        if mask.shape != self.edge_mask.shape:
+            raise ValueError(f"mask of shape {tuple(mask.shape)} for edge weights of shape {tuple(self.edge_mask.shape)}")
         self.edge_mask.copy_(mask.to(self.edge_mask.device))
 
-    def edge_magnitudes(self) -> list[float]:
-        """|tanh w| of every edge (unmasked), the weights written to graph.json."""
+    def edge_magnitudes(self) -> list:
+        """|tanh w| of every edge (unmasked), the weights written to graph.json (K members: one list each)."""
         return torch.tanh(self.edge_weights.detach()).abs().cpu().tolist()
 
 
-def create_model(spec: GraphSpec, channels: int = 11, in_channels: int = 3, num_classes: int = 10) -> DagNet:
-    """Build the network for `spec` (the single factory every command uses)."""
+def create_model(spec: GraphSpec, channels: int = 11, in_channels: int = 3, num_classes: int = 10,
+                 members: int = 1) -> DagNet:
+    """Build the network for `spec` (the single factory every command uses); members > 1: K side by side."""
     if channels < 1:
         raise SpecError(f"channels must be at least 1, got {channels}")
-    return DagNet(spec, channels, in_channels, num_classes)
+    if members < 1:
+        raise SpecError(f"members must be at least 1, got {members}")
+    return DagNet(spec, channels, in_channels, num_classes, members)
+
+
+def _split_tensor(name: str, value: torch.Tensor, members: int) -> list[torch.Tensor]:
+    """Member k's part of one state entry: row k of edge weights, block k of dim 0, scalars shared."""
+    if name.endswith("edge_weights"):
+        return list(value.unbind(0))
+    if value.dim() == 0:
+        return [value] * members
+    return list(value.chunk(members, 0))
+
+
+def split_state(state: dict[str, torch.Tensor], members: int) -> list[dict[str, torch.Tensor]]:
+    """K single-network state dicts (or per-parameter optimiser entries) from a K-member one."""
+    parts = {name: _split_tensor(name, value, members) for name, value in state.items()}
+    return [{name: parts[name][k].clone() for name in state} for k in range(members)]
+
+
+def stack_state(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One K-member state dict from K single-network ones (the inverse of `split_state`)."""
+    stacked = {}
+    for name, value in states[0].items():
+        values = [s[name] for s in states]
+        if name.endswith("edge_weights"):
+            stacked[name] = torch.stack(values)
+        elif value.dim() == 0:
+            stacked[name] = value.clone()  # num_batches_tracked: the same count for every member
+        else:
+            stacked[name] = torch.cat(values)
+    return stacked
+
+
+def stack_members(models: Sequence[DagNet]) -> DagNet:
+    """One K-member DagNet holding K single networks of the same graph (their weights copied)."""
+    first = models[0]
+    stacked = create_model(first.spec, first.channels, first.in_channels, first.num_classes, members=len(models))
+    stacked.to(first.edge_weights.device, first.edge_weights.dtype)
+    stacked.load_state_dict(stack_state([m.state_dict() for m in models]))
+    return stacked
+
+
+def split_members(model: DagNet) -> list[DagNet]:
+    """K single DagNets with the weights of a K-member one."""
+    singles = []
+    for state in split_state(model.state_dict(), model.members):
+        single = create_model(model.spec, model.channels, model.in_channels, model.num_classes)
+        single.to(model.edge_weights.device, model.edge_weights.dtype)
+        single.load_state_dict(state)
+        singles.append(single)
+    return singles
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -16,13 +16,14 @@ uninterrupted run takes (same seed, same device; CUDA kernels with atomics can d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from .config import TrainConfig, read_yaml, build_config
 from .data import Dataset, augment_batch, load_dataset, normalize_batch
 from .errors import DagwireError, TrainingDiverged
 from .files import atomic_write, atomic_write_text
-from .model import DagNet, create_model, save_weights
+from .model import DagNet, create_model, save_weights, split_members, split_state, stack_members, stack_state
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -73,16 +74,24 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 
 
 @torch.inference_mode()
-def evaluate(model: DagNet, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int = 1000) -> float:
-    """Test accuracy of `model` on uint8 images `x` (already on the model's device)."""
+def evaluate_members(model: DagNet, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int = 1000) -> list[float]:
+    """Test accuracy of each member network on uint8 images `x` (already on the model's device)."""
     was_training = model.training
     model.eval()
-    correct = 0
+    members = model.members
+    correct = torch.zeros(members, dtype=torch.long)
     for start in range(0, len(x), batch_size):
-        logits = model(normalize_batch(x[start:start + batch_size], mean, std))
-        correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
+        images = normalize_batch(x[start:start + batch_size], mean, std)
+        logits = model(images.repeat(1, members, 1, 1) if members > 1 else images)
+        predicted = logits.view(len(images), members, -1).argmax(2)
+        correct += (predicted == y[start:start + batch_size, None]).sum(0).cpu()
     model.train(was_training)
-    return correct / max(len(x), 1)
+    return [int(c) / max(len(x), 1) for c in correct]
+
+
+def evaluate(model: DagNet, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int = 1000) -> float:
+    """Test accuracy of a single network on uint8 images `x` (already on the model's device)."""
+    return evaluate_members(model, x, y, mean, std, batch_size)[0]
 
 
 @dataclass
@@ -105,13 +114,46 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train (or resume) one run into the directory `out`."""
-    out = Path(out)
-    checkpoint_path = out / CHECKPOINT
-    if resume:
-        if not checkpoint_path.exists() and not (out / "config.yaml").exists():
-            raise DagwireError(f"--resume {out}: no run there (no config.yaml or {CHECKPOINT})")
-    elif checkpoint_path.exists() or (out / "graph.json").exists():
-        raise DagwireError(f"{out} already holds a run; use --resume {out} or another --out")
+    return train_seeds([config], [out], resume=resume, progress=progress, dataset=dataset, on_epoch=on_epoch)[0]
+
+
+def seed_configs(config: TrainConfig, batch_seeds: int) -> list[TrainConfig]:
+    """`batch_seeds` configs equal to `config` but for their seeds: seed, seed + 1, ..."""
+    if batch_seeds < 1:
+        raise DagwireError(f"--batch-seeds must be at least 1, got {batch_seeds}")
+    return [dataclasses.replace(config, seed=config.seed + k) for k in range(batch_seeds)]
+
+
+def train_seeds(
+    configs: Sequence[TrainConfig],
+    outs: Sequence[str | os.PathLike],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> list[TrainResult]:
+    """Train (or resume) K runs that differ only in their seed, as K members of one network.
+
+    Each member keeps its own initialisation (from its seed), data order and augmentation (from
+    (its seed, epoch)) and its own run directory, checkpoint included: the result is the K runs
+    that K separate `train` calls would give (the same math; float sums may differ in the last
+    bits). K = 1 is a plain run.
+    """
+    configs, outs = list(configs), [Path(o) for o in outs]
+    config, members = configs[0], len(configs)
+    if len(outs) != members:
+        raise ValueError(f"{members} configs for {len(outs)} run directories")
+    if any(dataclasses.replace(c, seed=config.seed) != config for c in configs):
+        raise DagwireError("runs trained together (--batch-seeds) must differ in their seed only")
+    if len({c.seed for c in configs}) < members or len(set(outs)) < members:
+        raise DagwireError("runs trained together (--batch-seeds) need distinct seeds and run directories")
+    for out in outs:
+        if resume:
+            if not (out / CHECKPOINT).exists() and not (out / "config.yaml").exists():
+                raise DagwireError(f"--resume {out}: no run there (no config.yaml or {CHECKPOINT})")
+        elif (out / CHECKPOINT).exists() or (out / "graph.json").exists():
+            raise DagwireError(f"{out} already holds a run; use --resume {out} or another --out")
 
     device = resolve_device(config.device)
     data = dataset or load_dataset(
@@ -121,30 +163,42 @@ def train(
     initial = initial_spec(config)
 
     # --- the network and its optimiser (SPEC §2) -------------------------------------------
-    torch.manual_seed(config.seed)
-    model = create_model(initial, config.channels, data.train_x.shape[1], data.num_classes).to(device)
+    singles = []
+    for member in configs:  # each member initialised exactly as its own run would be
+        torch.manual_seed(member.seed)
+        singles.append(create_model(initial, config.channels, data.train_x.shape[1], data.num_classes))
+    model = (singles[0] if members == 1 else stack_members(singles)).to(device)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones(), gamma=config.lr_gamma)
-    metrics: list[dict[str, Any]] = []
-    history: list[list[float]] = []
+    parameter_names = [name for name, _ in model.named_parameters()]
+    metrics: list[list[dict[str, Any]]] = [[] for _ in configs]
+    history: list[list[list[float]]] = [[] for _ in configs]
     start_epoch = 0
-    if resume and checkpoint_path.exists():
-        try:
-            state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        except Exception as exc:  # a truncated or foreign file: torch raises several kinds
-            raise DagwireError(f"cannot read {checkpoint_path}: {str(exc).splitlines()[0][:200]}") from None
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        metrics = json.loads(state["metrics"])
-        history = state["edge_history"].tolist()
-        start_epoch = int(state["epoch"])
-    if not resume or not (out / "config.yaml").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        config.save(out / "config.yaml")
-        specs.save(initial, out / "initial_graph.json", dataset=config.dataset)
+    if resume and any((out / CHECKPOINT).exists() for out in outs):
+        states = [_load_checkpoint(out / CHECKPOINT, device) for out in outs]
+        epochs_done = {int(state["epoch"]) for state in states}
+        if len(epochs_done) > 1:
+            raise DagwireError(f"runs trained together must resume from the same epoch; their checkpoints "
+                               f"are at epochs {sorted(epochs_done)} (resume them one at a time)")
+        model.load_state_dict(_stack([state["model"] for state in states]))
+        optimizer_state = states[0]["optimizer"]
+        optimizer_state["state"] = {
+            i: {key: _stack([{parameter_names[i]: state["optimizer"]["state"][i][key]} for state in states])[parameter_names[i]]
+                for key in optimizer_state["state"][i]}
+            for i in optimizer_state["state"]
+        }
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(states[0]["scheduler"])
+        metrics = [json.loads(state["metrics"]) for state in states]
+        history = [state["edge_history"].tolist() for state in states]
+        start_epoch = epochs_done.pop()
+    for member, out in zip(configs, outs):
+        if not resume or not (out / "config.yaml").exists():
+            out.mkdir(parents=True, exist_ok=True)
+            member.save(out / "config.yaml")
+            specs.save(initial, out / "initial_graph.json", dataset=config.dataset)
 
     # The whole uint8 dataset lives on the device; batches are augmented there.
     train_x = torch.from_numpy(data.train_x).to(device)
@@ -155,102 +209,143 @@ def train(
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
     # The compiled module shares its parameters with `model`, which is what gets saved.
     forward = torch.compile(model) if config.compile else model
+    label = f"{members} seeds, " if members > 1 else ""
 
     # --- epochs ------------------------------------------------------------------------------
     for epoch in range(start_epoch, config.epochs):
         model.train()
-        generator = epoch_generator(config.seed, epoch)
-        order = torch.randperm(len(train_x), generator=generator).to(device)
+        generators = [epoch_generator(member.seed, epoch) for member in configs]
+        orders = [torch.randperm(len(train_x), generator=g).to(device) for g in generators]
         started = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+        loss_sums, corrects, seen = torch.zeros(members, dtype=torch.float64), torch.zeros(members, dtype=torch.long), 0
+        bar = tqdm(total=steps_per_epoch, desc=f"{label}epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=not progress, unit="batch")
         for step in range(steps_per_epoch):
-            index = order[step * config.batch_size:(step + 1) * config.batch_size]
-            x = train_x[index]
-            if config.augment:
-                x = augment_batch(x, generator)
-            x, y = normalize_batch(x, mean, std), train_y[index]
+            # Member k reads its own batch: its images sit in channel block k of the input.
+            xs, ys = [], []
+            for order, generator in zip(orders, generators):
+                index = order[step * config.batch_size:(step + 1) * config.batch_size]
+                x = train_x[index]
+                if config.augment:
+                    x = augment_batch(x, generator)
+                xs.append(normalize_batch(x, mean, std))
+                ys.append(train_y[index])
+            x = xs[0] if members == 1 else torch.cat(xs, 1)
             with autocast(device, config.precision):
                 logits = forward(x)
-            ce = F.cross_entropy(logits.float(), y)
-            loss = ce + config.lam * model.resources_loss()
+            logits = logits.float().view(len(x), members, -1)
+            ce = torch.stack([F.cross_entropy(logits[:, k], y) for k, y in enumerate(ys)])
+            # The members' losses add up: each member's gradient is that of its own run.
+            loss = ce.sum() + config.lam * model.resources_loss()
             if not torch.isfinite(loss):
                 bar.close()
-                last = f"epoch {metrics[-1]['epoch']}" if metrics else "none (no epoch finished)"
+                last = f"epoch {metrics[0][-1]['epoch']}" if metrics[0] else "none (no epoch finished)"
                 raise TrainingDiverged(
                     f"loss became non-finite at epoch {epoch + 1}, step {step + 1}; "
-                    f"stopped, last good checkpoint: {last} in {out}"
+                    f"stopped, last good checkpoint: {last} in {', '.join(map(str, outs))}"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(ce.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
+            loss_sums += ce.detach().double().cpu() * len(x)
+            corrects += torch.stack([(logits[:, k].argmax(1) == y).sum() for k, y in enumerate(ys)]).cpu()
+            seen += len(x)
             bar.update()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{float(loss_sums.mean()) / seen:.3f}", acc=f"{float(corrects.float().mean()) / seen:.3f}")
         bar.close()
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         train_seconds = time.perf_counter() - started
-        test_accuracy = evaluate(model, test_x, test_y, mean, std, config.eval_batch_size)
-        magnitudes = model.edge_magnitudes()
-        history.append(magnitudes)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "resources_loss": float(sum(magnitudes)),
-            "test_accuracy": test_accuracy,
-            "lr": lr,
-            "seconds": train_seconds,
-            "edges_above_threshold": int(sum(m >= config.threshold for m in magnitudes)),
+        test_accuracies = evaluate_members(model, test_x, test_y, mean, std, config.eval_batch_size)
+        magnitudes = _per_member(model.edge_magnitudes(), members)
+        for k in range(members):
+            history[k].append(magnitudes[k])
+            metrics[k].append({
+                "epoch": epoch + 1,
+                "train_loss": float(loss_sums[k]) / seen,
+                "train_accuracy": int(corrects[k]) / seen,
+                "resources_loss": float(sum(magnitudes[k])),
+                "test_accuracy": test_accuracies[k],
+                "lr": lr,
+                "seconds": train_seconds,  # K members: the seconds of the epoch that trained them all
+                "edges_above_threshold": int(sum(m >= config.threshold for m in magnitudes[k])),
+            })
+        _save_checkpoints(outs, model, optimizer, scheduler, epoch + 1, metrics, history)
+        for k, record in enumerate(metrics[k][-1] for k in range(members)):
+            if progress:
+                tqdm.write(
+                    f"{f'seed {configs[k].seed}  ' if members > 1 else ''}epoch {epoch + 1}/{config.epochs}  "
+                    f"loss {record['train_loss']:.4f}  resources {record['resources_loss']:.2f}  "
+                    f"test acc {record['test_accuracy']:.4f}  "
+                    f"edges≥τ {record['edges_above_threshold']}/{initial.num_edges}  {train_seconds:.1f}s"
+                )
+            if on_epoch is not None:
+                on_epoch(record)
+
+    # --- the learned graphs ----------------------------------------------------------------
+    learned = [initial.with_weights(m) for m in _per_member(model.edge_magnitudes(), members)]
+    pruned = [graphs.prune(g, config.threshold) for g in learned]
+    connected = [graphs.is_connected(p) for p in pruned]
+    keep = [graphs.edge_mask(g, p) if ok else [True] * initial.num_edges for g, p, ok in zip(learned, pruned, connected)]
+    model.set_edge_mask(keep[0] if members == 1 else keep)
+    masked_accuracies = evaluate_members(model, test_x, test_y, mean, std, config.eval_batch_size)
+    model.set_edge_mask(None)
+    results = []
+    member_models = [model] if members == 1 else split_members(model)
+    for k, (member, out) in enumerate(zip(configs, outs)):
+        final_accuracy = metrics[k][-1]["test_accuracy"]
+        thresholded_accuracy = masked_accuracies[k] if connected[k] else 1.0 / data.num_classes
+        save_weights(member_models[k], out / "weights.pt")
+        specs.save(
+            learned[k], out / "graph.json", dataset=config.dataset, seed=member.seed, channels=config.channels,
+            test_accuracy=final_accuracy, threshold=config.threshold, thresholded_accuracy=thresholded_accuracy,
+            in_channels=int(data.train_x.shape[1]), num_classes=data.num_classes,
+        )
+        results.append(TrainResult(out, final_accuracy, thresholded_accuracy, learned[k]))
+    return results
+
+
+def _per_member(magnitudes: list, members: int) -> list[list[float]]:
+    """edge_magnitudes() as one list per member (a single network gives one flat list)."""
+    return [magnitudes] if members == 1 else magnitudes
+
+
+def _stack(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return states[0] if len(states) == 1 else stack_state(states)
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: torch raises several kinds
+        raise DagwireError(f"cannot read {path}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _save_checkpoints(outs: list[Path], model, optimizer, scheduler, epoch: int, metrics, history) -> None:
+    """One checkpoint per member run, as its own run would write it; then the files derived from it."""
+    members = len(outs)
+    model_states = split_state(model.state_dict(), members) if members > 1 else [model.state_dict()]
+    optimizer_state = optimizer.state_dict()
+    names = [name for name, _ in model.named_parameters()]
+    member_optimizer_states = [{"state": {}, "param_groups": optimizer_state["param_groups"]} for _ in outs]
+    for i, entry in optimizer_state["state"].items():
+        for key, value in entry.items():
+            parts = split_state({names[i]: value}, members) if members > 1 and torch.is_tensor(value) and value.dim() else None
+            for k in range(members):
+                member_optimizer_states[k]["state"].setdefault(i, {})[key] = parts[k][names[i]] if parts else value
+    for k, out in enumerate(outs):
+        history_array = np.asarray(history[k], dtype=np.float32)
+        state = {
+            "model": model_states[k],
+            "optimizer": member_optimizer_states[k],
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "metrics": json.dumps(metrics[k]),
+            "edge_history": torch.from_numpy(history_array),
         }
-        metrics.append(record)
-        _save_checkpoint(out, model, optimizer, scheduler, epoch + 1, metrics, history)
-        if progress:
-            tqdm.write(
-                f"epoch {epoch + 1}/{config.epochs}  loss {record['train_loss']:.4f}  "
-                f"resources {record['resources_loss']:.2f}  test acc {test_accuracy:.4f}  "
-                f"edges≥τ {record['edges_above_threshold']}/{initial.num_edges}  {train_seconds:.1f}s"
-            )
-        if on_epoch is not None:
-            on_epoch(record)
-
-    # --- the learned graph -----------------------------------------------------------------
-    learned = initial.with_weights(model.edge_magnitudes())
-    pruned = graphs.prune(learned, config.threshold)
-    final_accuracy = metrics[-1]["test_accuracy"]
-    if graphs.is_connected(pruned):
-        model.set_edge_mask(graphs.edge_mask(learned, pruned))
-        thresholded_accuracy = evaluate(model, test_x, test_y, mean, std, config.eval_batch_size)
-        model.set_edge_mask(None)
-    else:
-        thresholded_accuracy = 1.0 / data.num_classes
-    save_weights(model, out / "weights.pt")
-    specs.save(
-        learned, out / "graph.json", dataset=config.dataset, seed=config.seed, channels=config.channels,
-        test_accuracy=final_accuracy, threshold=config.threshold, thresholded_accuracy=thresholded_accuracy,
-        in_channels=int(data.train_x.shape[1]), num_classes=data.num_classes,
-    )
-    return TrainResult(out, final_accuracy, thresholded_accuracy, learned)
-
-
-def _save_checkpoint(out: Path, model, optimizer, scheduler, epoch: int, metrics, history) -> None:
-    """Checkpoint first, then the files derived from it, each atomically."""
-    history_array = np.asarray(history, dtype=np.float32)
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": epoch,
-        "metrics": json.dumps(metrics),
-        "edge_history": torch.from_numpy(history_array),
-    }
-    atomic_write(out / CHECKPOINT, lambda f: torch.save(state, f))
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
-    atomic_write(out / "edge_history.npy", lambda f: np.save(f, history_array))
+        atomic_write(out / CHECKPOINT, lambda f: torch.save(state, f))
+        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics[k]))
+        atomic_write(out / "edge_history.npy", lambda f: np.save(f, history_array))
 
 
 def load_run_config(run: str | os.PathLike, **overrides: Any) -> TrainConfig:
