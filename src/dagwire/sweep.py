@@ -372,32 +372,45 @@ def _checkpoint_epoch(path: Path) -> int:
         return 0
 
 
-def train_and_measure(job: dict[str, Any]) -> dict[str, Any]:
-    """Train (or resume, or reuse) one run, then write thresholds, features, dynamics and status.json last."""
+def train_runs(jobs: list[dict[str, Any]], data) -> list[int | None]:
+    """Train (or resume) the runs of `jobs` that have no learned graph yet, K at a time (--batch-seeds).
+
+    Runs whose checkpoints stand at the same epoch train together as members of one network; the
+    others in their own groups. Returns, per job, the epoch it resumed from (None: a new run).
+    """
+    from .config import build_config
+    from .train import CHECKPOINT, train_seeds
+
+    configs = [build_config(None, **job["config"]) for job in jobs]
+    outs = [Path(job["run_dir"]) for job in jobs]
+    resumed_from: list[int | None] = [None] * len(jobs)
+    groups: dict[int, list[int]] = {}
+    for k, out in enumerate(outs):
+        if (out / "graph.json").exists() and (out / "weights.pt").exists():
+            continue
+        epoch = _checkpoint_epoch(out / CHECKPOINT)
+        if (out / CHECKPOINT).exists() or (out / "config.yaml").exists():
+            resumed_from[k] = epoch
+        groups.setdefault(epoch, []).append(k)
+    for epoch, members in sorted(groups.items()):
+        train_seeds([configs[k] for k in members], [outs[k] for k in members], resume=epoch > 0,
+                    progress=False, dataset=data)
+    return resumed_from
+
+
+def measure_run(job: dict[str, Any], data, resumed_from: int | None) -> dict[str, Any]:
+    """Write a trained run's thresholds, features, dynamics (and retrained networks), then status.json last."""
     import numpy as np
 
     from . import graphs
     from .config import build_config
-    from .data import load_dataset
     from .draw import plot_threshold_curve
     from .dynamics import edge_dynamics
     from .files import atomic_write_json
     from .prune import DEFAULT_GRID, load_run, threshold_curve, write_rows_csv
-    from .train import CHECKPOINT, train
 
     config = build_config(None, **job["config"])
     out = Path(job["run_dir"])
-    (out / "error.log").unlink(missing_ok=True)  # from an earlier, failed attempt
-    data = load_dataset(config.dataset, config.data_dir, limit_train=config.limit_train,
-                        limit_test=config.limit_test, carve_test=config.carve_test, data_seed=config.data_seed)
-    resumed_from = None
-    if not ((out / "graph.json").exists() and (out / "weights.pt").exists()):
-        if (out / CHECKPOINT).exists() or (out / "config.yaml").exists():
-            resumed_from = _checkpoint_epoch(out / CHECKPOINT)
-            train(config, out, resume=True, progress=False, dataset=data)
-        else:
-            train(config, out, progress=False, dataset=data)
-
     trained = load_run(out, config.device)
     rows = threshold_curve(trained, DEFAULT_GRID, dataset=data, progress=False)
     write_rows_csv(rows, out / "thresholds.csv")
@@ -468,31 +481,62 @@ class _run_lock:
         self.file.close()  # closing releases the lock
 
 
-def _run_task(job: dict[str, Any]) -> dict[str, Any]:
-    """A Ray task: one run; a failure is recorded in status.json and returned, never raised."""
+def _failure(job: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    """Record a run's failure in its status.json and error.log; return the result."""
     import traceback
 
     out = Path(job["run_dir"])
+    result = {"status": "failed", "dataset": job["config"]["dataset"], "seed": job["config"]["seed"],
+              "error": _one_line(exc), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        from .files import atomic_write_text
+
+        atomic_write_text(out / "error.log", "".join(traceback.format_exception(exc)))
+        _write_status(out, result)
+    except OSError:
+        pass
+    return result
+
+
+def _run_task(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A Ray task: runs of one dataset (several with --batch-seeds); failures are recorded and returned, never raised."""
+    from contextlib import ExitStack
+
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
     try:
         import torch
 
-        # Ray gives the task `cpus` cores; torch would otherwise start one thread per core of the machine.
-        torch.set_num_threads(max(1, int(job["cpus"])))
-        with _run_lock(out):
-            if is_done(out):  # finished by another sweep process while this task waited for the lock
-                return result_from_disk(out)
-            return train_and_measure(job)
-    except Exception as exc:  # noqa: BLE001 - any failure of one run is that run's result
-        result = {"status": "failed", "dataset": job["config"]["dataset"], "seed": job["config"]["seed"],
-                  "error": _one_line(exc), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        try:
-            from .files import atomic_write_text
+        from .config import build_config
+        from .data import load_dataset
 
-            atomic_write_text(out / "error.log", traceback.format_exc())
-            _write_status(out, result)
-        except OSError:
-            pass
-        return result
+        # Ray gives the task `cpus` cores; torch would otherwise start one thread per core of the machine.
+        torch.set_num_threads(max(1, int(jobs[0]["cpus"])))
+        with ExitStack() as locks:
+            for job in sorted(jobs, key=lambda j: j["run_dir"]):  # one order: no two tasks wait on each other
+                locks.enter_context(_run_lock(Path(job["run_dir"])))
+            pending = []
+            for k, job in enumerate(jobs):
+                if is_done(job["run_dir"]):  # finished by another sweep process while this task waited
+                    results[k] = result_from_disk(job["run_dir"])
+                else:
+                    (Path(job["run_dir"]) / "error.log").unlink(missing_ok=True)  # from an earlier attempt
+                    pending.append(k)
+            if pending:
+                config = build_config(None, **jobs[pending[0]]["config"])
+                data = load_dataset(config.dataset, config.data_dir, limit_train=config.limit_train,
+                                    limit_test=config.limit_test, carve_test=config.carve_test,
+                                    data_seed=config.data_seed)
+                resumed = train_runs([jobs[k] for k in pending], data)
+                for k, resumed_from in zip(pending, resumed):
+                    try:
+                        results[k] = measure_run(jobs[k], data, resumed_from)
+                    except Exception as exc:  # noqa: BLE001 - one run's failure is that run's result
+                        results[k] = _failure(jobs[k], exc)
+    except Exception as exc:  # noqa: BLE001 - a failure before or during training fails every run left
+        for k, job in enumerate(jobs):
+            if results[k] is None:
+                results[k] = _failure(job, exc)
+    return [r for r in results if r is not None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,7 +559,7 @@ def is_done(run_dir: str | os.PathLike) -> bool:
 
 
 def result_from_disk(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """What `train_and_measure` returned for a run, read back from its files ({"status": "pending"} if none)."""
+    """What `measure_run` returned for a run, read back from its files ({"status": "pending"} if none)."""
     run_dir = Path(run_dir)
     status = _read_json(run_dir / STATUS_FILE)
     if not isinstance(status, dict) or status.get("status") not in ("done", "failed"):
@@ -694,7 +738,7 @@ class SweepResult:
 
 def run_sweep(
     plan: SweepPlan, sweep_dir: str | os.PathLike, *, address: str | None = None, cpus_per_run: int = 1,
-    gpus_per_run: float = 0.0, progress: bool = True,
+    gpus_per_run: float = 0.0, batch_seeds: int = 1, progress: bool = True,
 ) -> SweepResult:
     """Run every unfinished (dataset, seed) of `plan` into `sweep_dir` as Ray tasks; resumable."""
     import yaml
@@ -704,6 +748,8 @@ def run_sweep(
 
     if cpus_per_run < 1:
         raise DagwireError(f"--cpus-per-run must be at least 1, got {cpus_per_run}")
+    if batch_seeds < 1:
+        raise DagwireError(f"--batch-seeds must be at least 1, got {batch_seeds}")
     if not (gpus_per_run >= 0 and math.isfinite(gpus_per_run)):
         raise DagwireError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
     if plan.device.startswith("cuda") and not gpus_per_run:
@@ -731,7 +777,7 @@ def run_sweep(
             rows[(d, s)] = make_row(d, s, rel, {"status": "pending"})
         write_tables(sweep_dir, runs_frame(list(rows.values()), stages))
         if todo:
-            _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, progress, tqdm)
+            _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm)
     finally:
         if started:
             import ray
@@ -742,16 +788,29 @@ def run_sweep(
     return SweepResult(table, done, int((table["status"] == "failed").sum()), len(todo))
 
 
-def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, progress, tqdm) -> None:
+def seed_groups(todo: list[tuple[str, int, str]], batch_seeds: int) -> list[list[tuple[str, int, str]]]:
+    """The runs to do, K of one dataset at a time (in the order given), each group one Ray task."""
+    groups: list[list[tuple[str, int, str]]] = []
+    open_group: dict[str, list[tuple[str, int, str]]] = {}
+    for run in todo:
+        group = open_group.get(run[0])
+        if group is None or len(group) >= batch_seeds:
+            group = open_group[run[0]] = []
+            groups.append(group)
+        group.append(run)
+    return groups
+
+
+def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm) -> None:
     """Submit the runs, then record each as it finishes (runs.csv and runs.parquet rewritten each time)."""
     import ray
 
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(_run_task)
     refs = {}
-    for dataset, seed, rel in todo:
-        job = {"config": plan.run_config(dataset, seed).to_dict(), "run_dir": str((sweep_dir / rel).resolve()),
-               "cpus": cpus_per_run, "retrain": plan.retrain}
-        refs[task.remote(job)] = (dataset, seed, rel)
+    for group in seed_groups(todo, batch_seeds):
+        jobs = [{"config": plan.run_config(dataset, seed).to_dict(), "run_dir": str((sweep_dir / rel).resolve()),
+                 "cpus": cpus_per_run, "retrain": plan.retrain} for dataset, seed, rel in group]
+        refs[task.remote(jobs)] = group
     counts = {"done": sum(r["status"] == "done" for r in rows.values()), "failed": 0}
     bar = tqdm(total=len(rows), initial=counts["done"], desc="sweep", unit="run", disable=not progress)
     bar.set_postfix(counts)
@@ -759,21 +818,23 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, pr
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             for ref in ready:
-                dataset, seed, rel = refs.pop(ref)
+                group = refs.pop(ref)
                 try:
-                    result = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - the worker died (memory, a signal): that run failed
-                    result = {"status": "failed", "dataset": dataset, "seed": seed, "error": _one_line(exc)}
-                    try:
-                        _write_status(sweep_dir / rel, result)
-                    except OSError:
-                        pass
-                rows[(dataset, seed)] = make_row(dataset, seed, rel, result)
-                counts[result["status"] if result.get("status") in counts else "failed"] += 1
-                if result.get("status") != "done" and progress:
-                    bar.write(f"failed: {dataset} seed {seed}: {result.get('error', '')}")
+                    results = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the worker died (memory, a signal): its runs failed
+                    results = [{"status": "failed", "dataset": d, "seed": s, "error": _one_line(exc)} for d, s, _ in group]
+                    for (_, _, rel), result in zip(group, results):
+                        try:
+                            _write_status(sweep_dir / rel, result)
+                        except OSError:
+                            pass
+                for (dataset, seed, rel), result in zip(group, results):
+                    rows[(dataset, seed)] = make_row(dataset, seed, rel, result)
+                    counts[result["status"] if result.get("status") in counts else "failed"] += 1
+                    if result.get("status") != "done" and progress:
+                        bar.write(f"failed: {dataset} seed {seed}: {result.get('error', '')}")
+                    bar.update()
                 write_tables(sweep_dir, runs_frame(list(rows.values()), stages))
-                bar.update()
                 bar.set_postfix(counts)
     finally:
         bar.close()
@@ -794,8 +855,10 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, pr
 @click.option("--retrain", is_flag=True, default=False,
               help="Also retrain each run's pruned network from scratch (same C and fitted C) into "
                    "RUN/retrain-τ[-fitC]; part of the sweep's configuration.")
+@click.option("--batch-seeds", type=int, default=1, show_default=True,
+              help="Train K seeds of a dataset as members of one network, one Ray task (same math; a GPU lever).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_run, retrain, quiet,
+def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_run, retrain, batch_seeds, quiet,
                   config_path=None, **flags) -> None:
     """Run every (dataset, seed) as an independent training run through Ray; rerun to resume.
 
@@ -816,7 +879,7 @@ def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_
         plan = make_plan(datasets, seeds, preset, config_path, check_files=address is None, retrain=retrain,
                          **flags)
     result = run_sweep(plan, sweep_dir, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                       progress=not quiet)
+                       batch_seeds=batch_seeds, progress=not quiet)
     total = len(result.table)
     click.echo(f"sweep {sweep_dir}: {result.done}/{total} done, {result.failed} failed "
                f"({result.ran} run now); table in {sweep_dir / 'runs.csv'} and runs.parquet")
