@@ -82,15 +82,18 @@ def time_train_step(model: nn.Module, batch: int, image: int, device: torch.devi
                     lam: float = 1e-3) -> float:
     """Median seconds of one SGD step (forward, backward, step, λ term) after warm-up."""
     model.to(device).train()
+    members = getattr(model, "members", 1)  # K networks in one (--batch-seeds): K batches, K losses
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, image, image, generator=generator).to(device)
-    y = torch.randint(0, 10, (batch,), generator=generator).to(device)
+    x = torch.randn(batch, 3 * members, image, image, generator=generator).to(device)
+    y = torch.randint(0, 10, (batch * members,), generator=generator).to(device)
     times = []
     for step in range(warmup + steps):
         _sync(device)
         started = time.perf_counter()
-        loss = F.cross_entropy(model(x), y) + lam * model.resources_loss()
+        logits = model(x).view(batch, members, -1).transpose(0, 1).reshape(batch * members, -1)
+        # Mean over each member's batch, summed over members: what `train_seeds` minimises.
+        loss = F.cross_entropy(logits, y) * members + lam * model.resources_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -123,6 +126,7 @@ def _sync(device: torch.device) -> None:
 def run_benchmark(
     nodes: int = 60, stages: int = 3, channels: int = 11, batch: int = 128, image: int = 32,
     device: str = "cpu", steps: int = 5, reference: bool = True, log: Callable[[str], None] | None = None,
+    batch_seeds: int = 1,
 ) -> dict:
     """Every number of `dagwire bench` as one dict."""
     dev = torch.device(device)
@@ -145,6 +149,13 @@ def run_benchmark(
     result["pruned_edges"], result["pruned_nodes"] = sparse.num_edges, len(sparse.active_nodes())
     result["pruned_step_s"] = time_train_step(create_model(sparse, channels), batch, image, dev, steps)
     result["pruned_speedup"] = result["full_step_s"] / result["pruned_step_s"]
+    if batch_seeds > 1:
+        # Throughput of K seeds trained as one network against K runs one after another.
+        say(f"{batch_seeds} seeds in one network")
+        result["batch_seeds"] = batch_seeds
+        stacked = create_model(full, channels, members=batch_seeds)
+        result["batch_seeds_step_s"] = time_train_step(stacked, batch, image, dev, max(2, steps // 2), 1)
+        result["batch_seeds_speedup"] = batch_seeds * result["full_step_s"] / result["batch_seeds_step_s"]
     if reference:
         say("reference step")
         result["reference_step_s"] = time_train_step(ReferenceDagNet(full, channels), batch, image, dev, max(2, steps // 2), 1)

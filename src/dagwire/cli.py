@@ -264,19 +264,22 @@ def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, qui
 @click.option("--steps", type=int, default=5, show_default=True, help="Timed steps (median) after 2 warm-up steps.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-reference", is_flag=True, help="Skip the slow straightforward implementation.")
+@click.option("--batch-seeds", type=int, default=1, show_default=True,
+              help="Also time K seeds in one network (batch_seeds_speedup: vs K steps one after another).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench(nodes, stages, channels, batch_size, image_size, steps, device, no_reference, as_json) -> None:
+def bench(nodes, stages, channels, batch_size, image_size, steps, device, no_reference, batch_seeds, as_json) -> None:
     """Time one training step of the complete DAG, a pruned graph and a straightforward reference."""
     from . import spec as specs
     from .bench import run_benchmark
     from .train import resolve_device
 
     specs.equal_stages(nodes, stages)
-    if min(channels, batch_size, image_size, steps) < 1:
-        raise DagwireError("--channels, --batch-size, --image-size and --steps must be positive")
+    if min(channels, batch_size, image_size, steps, batch_seeds) < 1:
+        raise DagwireError("--channels, --batch-size, --image-size, --steps and --batch-seeds must be positive")
     resolve_device(device)
     log = None if as_json else (lambda message: click.echo(f"timing {message} ...", err=True))
-    result = run_benchmark(nodes, stages, channels, batch_size, image_size, device, steps, not no_reference, log)
+    result = run_benchmark(nodes, stages, channels, batch_size, image_size, device, steps, not no_reference, log,
+                           batch_seeds)
     if as_json:
         click.echo(json.dumps(result))
     else:
