@@ -183,13 +183,7 @@ def train_seeds(
             raise DagwireError(f"runs trained together must resume from the same epoch; their checkpoints "
                                f"are at epochs {sorted(epochs_done)} (resume them one at a time)")
         model.load_state_dict(_stack([state["model"] for state in states]))
-        optimizer_state = states[0]["optimizer"]
-        optimizer_state["state"] = {
-            i: {key: _stack([{parameter_names[i]: state["optimizer"]["state"][i][key]} for state in states])[parameter_names[i]]
-                for key in optimizer_state["state"][i]}
-            for i in optimizer_state["state"]
-        }
-        optimizer.load_state_dict(optimizer_state)
+        optimizer.load_state_dict(_stack_optimizer([state["optimizer"] for state in states], parameter_names))
         scheduler.load_state_dict(states[0]["scheduler"])
         metrics = [json.loads(state["metrics"]) for state in states]
         history = [state["edge_history"].tolist() for state in states]
@@ -314,6 +308,29 @@ def _stack(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return states[0] if len(states) == 1 else stack_state(states)
 
 
+def _stack_optimizer(states: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """One SGD state for K members from theirs: each per-parameter buffer stacked like its parameter."""
+    if len(states) == 1:
+        return states[0]
+    per_parameter = {
+        i: {key: stack_state([{names[i]: s["state"][i][key]} for s in states])[names[i]] for key in entry}
+        for i, entry in states[0]["state"].items()
+    }
+    return {"state": per_parameter, "param_groups": states[0]["param_groups"]}
+
+
+def _split_optimizer(state: dict[str, Any], names: list[str], members: int) -> list[dict[str, Any]]:
+    """K members' SGD states from one (the inverse of `_stack_optimizer`)."""
+    if members == 1:
+        return [state]
+    parts: list[dict[str, Any]] = [{"state": {}, "param_groups": state["param_groups"]} for _ in range(members)]
+    for i, entry in state["state"].items():
+        for key, value in entry.items():
+            for k, piece in enumerate(split_state({names[i]: value}, members)):
+                parts[k]["state"].setdefault(i, {})[key] = piece[names[i]]
+    return parts
+
+
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     try:
         return torch.load(path, map_location=device, weights_only=True)
@@ -325,14 +342,8 @@ def _save_checkpoints(outs: list[Path], model, optimizer, scheduler, epoch: int,
     """One checkpoint per member run, as its own run would write it; then the files derived from it."""
     members = len(outs)
     model_states = split_state(model.state_dict(), members) if members > 1 else [model.state_dict()]
-    optimizer_state = optimizer.state_dict()
     names = [name for name, _ in model.named_parameters()]
-    member_optimizer_states = [{"state": {}, "param_groups": optimizer_state["param_groups"]} for _ in outs]
-    for i, entry in optimizer_state["state"].items():
-        for key, value in entry.items():
-            parts = split_state({names[i]: value}, members) if members > 1 and torch.is_tensor(value) and value.dim() else None
-            for k in range(members):
-                member_optimizer_states[k]["state"].setdefault(i, {})[key] = parts[k][names[i]] if parts else value
+    member_optimizer_states = _split_optimizer(optimizer.state_dict(), names, members)
     for k, out in enumerate(outs):
         history_array = np.asarray(history[k], dtype=np.float32)
         state = {
