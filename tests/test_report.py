@@ -197,3 +197,22 @@ def test_report_renders_in_headless_chromium(paths, tmp_path):
     assert "Table 1: structural characteristics of the pruned networks" in dom, done.stderr[-2000:]
     assert "<th>cmnist ours (n=3)</th>" in dom and "Table 5: test accuracy" in dom
     assert f"IMGCHECK total={images + 1} loaded={images}" in dom
+
+
+def test_ordering_table_ranks_by_accuracy_and_checks_each_direction(tmp_path):
+    base = {"status": "done", "error": "", "run_dir": "", "disconnected": False}
+    rows = []
+    # easy: accurate, sparse, few paths; medium and hard get denser, but edge connectivity dips for medium.
+    for dataset, acc, sparsity, paths, conn in (("easy", 0.95, 0.9, 2.0, 3), ("hard", 0.70, 0.5, 6.0, 5),
+                                                ("medium", 0.85, 0.7, 4.0, 2)):
+        for seed, jitter in enumerate((-0.01, 0.01)):
+            rows.append({**base, "dataset": dataset, "seed": seed, "test_accuracy": acc + jitter,
+                         "sparsity": sparsity + jitter, "log_paths": paths, "edge_connectivity": conn})
+    table = report.ordering_table(load_runs(_write_runs(tmp_path, rows)))
+    assert table.header[2:5] == ["easy (acc 95.0 %)", "medium (acc 85.0 %)", "hard (acc 70.0 %)"]
+    verdict = {row[0]: row[-1] for row in table.rows}
+    assert verdict == {"sparsity": "yes", "log_paths": "yes", "edge_connectivity": "no"}
+    assert _cell(table, "sparsity", "easy (acc 95.0 %)") == f"0.900 ± {np.std([-0.01, 0.01], ddof=1):.3f}"
+    assert "2 of 3 features" in table.note
+    # One dataset: nothing to order.
+    assert report.ordering_table(load_runs(_write_runs(tmp_path / "one", rows[:2]))) is None
