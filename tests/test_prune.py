@@ -127,3 +127,24 @@ def test_retrain_run_default_dirs_and_resume_if_present(trained_run):
     # ... and resume=False refuses to overwrite it.
     with pytest.raises(DagwireError, match="already holds a retraining"):
         retrain_run(trained, 0.006, fit=True, resume=False)
+
+
+def test_fitted_c_equal_to_the_runs_own_reuses_the_same_c_retraining(trained_run, tmp_path):
+    """Nothing cut (λ = 0): the fitted C is the run's C, so the fitted retraining is a copy, not a rerun."""
+    import yaml
+
+    from dagwire.prune import retrain_run
+
+    run = tmp_path / "dense"
+    assert main(["train", "--dataset", f"npz:{trained_run.parent / 'tiny.npz'}", "--nodes", "6", "--stages", "2",
+                 "--channels", "2", "--batch-size", "16", "--epochs", "1", "--lam", "0", "--quiet",
+                 "--out", str(run)]) == 0
+    trained = load_run(run)
+    _, same = retrain_run(trained, 0.006, epochs=1)
+    config, fitted = retrain_run(trained, 0.006, fit=True, epochs=1)
+    assert config.channels == trained.config.channels == 2
+    assert fitted.out == run / "retrain-0.006-fitC" and fitted.test_accuracy == same.test_accuracy
+    assert (fitted.out / "weights.pt").read_bytes() == (same.out / "weights.pt").read_bytes()
+    assert (fitted.out / "metrics.jsonl").read_text() == (same.out / "metrics.jsonl").read_text()
+    assert yaml.safe_load((fitted.out / "config.yaml").read_text())["graph"] == str(fitted.out / "pruned_graph.json")
+    assert not (run / "retrain-0.006-fitC.copying").exists()

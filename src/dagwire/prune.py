@@ -171,4 +171,36 @@ def retrain_run(
         if fit and target is None:
             target = full_parameter_count(trained)
         config = retrain_config(trained, tau, out_dir, seed=seed, fit_channels=target if fit else None, **overrides)
+        if fit:
+            reused = _reuse_same_channels(trained, tau, config, out_dir)
+            if reused is not None:
+                return config, reused
     return config, train(config, out_dir, resume=resume, progress=progress, dataset=dataset)
+
+
+def _reuse_same_channels(trained: TrainedRun, tau: float, config: TrainConfig, out_dir: Path) -> TrainResult | None:
+    """A fitted-C retraining whose C came out as the run's own is the same-C retraining: copy it when finished.
+
+    Happens when pruning cut too little to free a channel (small graphs, short runs); training it
+    again would repeat the same steps (same config, seed and device) for the same weights.
+    """
+    import shutil
+
+    same_dir = retrain_dir(trained.path, tau, False)
+    if config.channels != trained.config.channels or not (same_dir / "graph.json").exists():
+        return None
+    try:
+        same_config = load_run_config(same_dir)
+    except DagwireError:
+        return None
+    if replace(same_config, graph=config.graph, device=config.device) != config:
+        return None
+    staging = out_dir.with_name(out_dir.name + ".copying")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(same_dir, staging)
+    config.save(staging / "config.yaml")  # its own graph path; the copied pruned_graph.json is that graph
+    shutil.rmtree(out_dir, ignore_errors=True)  # holds only the pruned graph retrain_config just wrote
+    os.replace(staging, out_dir)
+    learned = specs.load(out_dir / "graph.json")
+    return TrainResult(out_dir, float(learned.meta["test_accuracy"]), float(learned.meta["thresholded_accuracy"]),
+                       learned)

@@ -247,10 +247,8 @@ def ordering_table(df) -> Table | None:
 
 
 def _retrained_accuracy(run_dir: Path) -> float:
-    """Final test accuracy of a retraining: graph.json meta, else the last metrics.jsonl line."""
+    """Final test accuracy of a finished retraining (its graph.json); NaN while it is unfinished."""
     import json
-
-    from .files import read_jsonl
 
     try:
         meta = json.loads((run_dir / "graph.json").read_text())
@@ -258,8 +256,7 @@ def _retrained_accuracy(run_dir: Path) -> float:
             return float(meta["test_accuracy"])
     except (OSError, ValueError, AttributeError):
         pass
-    lines = [r for r in read_jsonl(run_dir / "metrics.jsonl") if isinstance(r.get("test_accuracy"), (int, float))]
-    return float(lines[-1]["test_accuracy"]) if lines else float("nan")
+    return float("nan")
 
 
 def _retrain_dirs(run_dir: str, tau: float) -> tuple[Path | None, Path | None]:
