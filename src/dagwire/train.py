@@ -9,6 +9,10 @@ A run directory holds:
     graph.json          the learned graph (written at the end)
     weights.pt          the final state_dict (plain tensors)
 
+`--batch-seeds K` trains K runs that differ only in their seed as members of one network
+(`train_seeds`): the same loop, with K batches per step side by side in the channel dimension, K
+losses summed, and K ordinary run directories written.
+
 Determinism: the data order and augmentation of epoch e come from a generator seeded by
 (seed, e) alone, so a run resumed from the checkpoint after epoch e-1 takes exactly the steps an
 uninterrupted run takes (same seed, same device; CUDA kernels with atomics can differ).
