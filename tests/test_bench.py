@@ -21,3 +21,14 @@ def test_bench_json_reports_every_promised_number(capsys):
 def test_bench_bad_input_is_exit_2(capsys):
     assert main(["bench", "--batch-seeds", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_pruned_benchmark_graph_fits_small_networks():
+    from dagwire import graphs
+    from dagwire.bench import cmnist_like_graph
+
+    assert cmnist_like_graph(60, 3).num_edges == 25 and len(cmnist_like_graph(60, 3).active_nodes()) == 12
+    for nodes, stages in ((12, 3), (6, 2), (3, 3), (20, 4)):
+        g = cmnist_like_graph(nodes, stages)
+        assert graphs.remove_dead_paths(g).edges == g.edges, (nodes, stages)  # every edge on a live path
+        assert 0 < g.num_edges <= 25

@@ -69,10 +69,13 @@ def cmnist_like_graph(num_nodes: int = 60, stages: int = 3, seed: int = 0) -> sp
     """A sparse graph like the paper's CMNIST networks: 12 live nodes, about 25 edges."""
     rng = random.Random(seed)
     per_stage = num_nodes // stages
-    picks = [0] + sorted(rng.sample(range(1, per_stage), 3)) + sorted(rng.sample(range(per_stage, 2 * per_stage), 3))
-    picks += sorted(rng.sample(range(2 * per_stage, num_nodes - 1), 4)) + [num_nodes - 1]
+    picks = [0]
+    for s in range(stages):  # 3 inner nodes per stage, 4 in the last (fewer where a stage is smaller)
+        inner = [j for j in range(s * per_stage, (s + 1) * per_stage) if 0 < j < num_nodes - 1]
+        picks += sorted(rng.sample(inner, min(4 if s == stages - 1 else 3, len(inner))))
+    picks.append(num_nodes - 1)
     edges = {(a, b) for a, b in zip(picks, picks[1:])}  # a chain keeps every node live
-    while len(edges) < 25:
+    while len(edges) < min(25, len(picks) * (len(picks) - 1) // 2):
         a, b = sorted(rng.sample(picks, 2))
         edges.add((a, b))
     return specs.from_edge_list(num_nodes, (per_stage,) * stages, edges)
