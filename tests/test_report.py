@@ -98,6 +98,8 @@ def written(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     sweep = make_fake_sweep(root / "full")
     local = make_fake_sweep(root / "local", datasets={"cifar10": 2}, failed=0, disconnected=False)
+    with open(local / "sweep.yaml", "a") as f:  # the window Table 5 names
+        f.write("config: {graph: local, local_window: 10}\n")
     return sweep, local
 
 
@@ -216,3 +218,9 @@ def test_ordering_table_ranks_by_accuracy_and_checks_each_direction(tmp_path):
     assert "2 of 3 features" in table.note
     # One dataset: nothing to order.
     assert report.ordering_table(load_runs(_write_runs(tmp_path / "one", rows[:2]))) is None
+
+
+def test_local_label_names_the_window_of_the_local_sweep(tmp_path):
+    (tmp_path / "sweep.yaml").write_text("config:\n  graph: local\n  local_window: 2\n")
+    assert report.local_label(tmp_path) == "local (|i − j| ≤ 2)"
+    assert report.local_label(tmp_path / "missing") == "local initial graph"

@@ -319,7 +319,18 @@ def table4(df) -> Table:
                             "The paper gives the DSC rows as a figure only.")
 
 
-def table5(df, local_df=None, tau: float = 0.006) -> Table:
+def local_label(local_dir: str | os.PathLike | None) -> str:
+    """How Table 5 names the local initial graph: its window from the local sweep's sweep.yaml."""
+    import yaml
+
+    try:
+        window = yaml.safe_load((Path(local_dir) / "sweep.yaml").read_text())["config"]["local_window"]
+        return f"local (|i − j| ≤ {int(window)})"
+    except (OSError, TypeError, KeyError, ValueError, yaml.YAMLError):
+        return "local initial graph"
+
+
+def table5(df, local_df=None, tau: float = 0.006, local_name: str = "local initial graph") -> Table:
     """Table 5: test accuracy (%) standard / thresholded / retrained, full DAG vs local initial graph."""
     import pandas as pd
 
@@ -329,7 +340,7 @@ def table5(df, local_df=None, tau: float = 0.006) -> Table:
     header = ["dataset", "initial graph", "source", "standard", "thresholded", "retrained", "retrained (fit C)"]
     sources = [("full", "full DAG", df)]
     if local_df is not None:
-        sources.append(("local", "local (|i − j| ≤ 10)", local_df))
+        sources.append(("local", local_name, local_df))
     tables = {}
     for name, _, frame in sources:
         done = with_retrain_columns(frame[frame["done"]], tau)
@@ -639,7 +650,7 @@ def write_report(sweep_dir: str | os.PathLike, local_dir: str | os.PathLike | No
 
     ordering = ordering_table(df)
     tables = [*([ordering] if ordering else []), table1(df), table2(df), table3(df, tau), table4(df),
-              table5(df, local_df, tau)]
+              table5(df, local_df, tau, local_label(local_dir))]
     figures, extra = _figures(df, sweep, tau)
     tables += extra
     failed = _failed_table(df)
