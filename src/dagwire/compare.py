@@ -325,6 +325,7 @@ def plot_graph_grid(df, path: str | os.PathLike, tau: float = 0.006, max_seeds: 
         raise DagwireError("no runs to draw")
     fig, axes = plt.subplots(len(datasets), len(seeds), figsize=(2.6 * len(seeds), 2.7 * len(datasets)),
                              squeeze=False)
+    handles: tuple = ()
     for r, d in enumerate(datasets):
         for c, s in enumerate(seeds):
             ax = axes[r][c]
@@ -338,8 +339,12 @@ def plot_graph_grid(df, path: str | os.PathLike, tau: float = 0.006, max_seeds: 
                 continue
             draw_graph(spec, title=f"{d} seed {s}", tau=tau, ax=ax, arrows=False)
             legend = ax.get_legend()
-            if legend is not None and (r, c) != (0, 0):
-                legend.remove()  # one stage legend is enough for the whole grid
+            if legend is not None:
+                if not handles:
+                    handles = (legend.legend_handles, [t.get_text() for t in legend.get_texts()])
+                legend.remove()  # one stage legend for the whole grid, outside the drawings
+    if handles:
+        fig.legend(*handles, loc="upper right", fontsize=8, frameon=False)
     fig.suptitle(f"Pruned graphs (τ = {tau:g}), Kamada-Kawai layout, nodes coloured by stage", fontsize=11)
     save_figure(fig, path)
 
