@@ -246,3 +246,15 @@ def test_load_runs_errors(tmp_path):
     (tmp_path / "runs.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DagwireError, match="lacks the column"):
         compare.load_runs(tmp_path)
+
+
+def test_pooled_features_at_the_sweep_threshold_equal_the_runs_table(sweep):
+    df = compare.load_runs(sweep)
+    X, labels = compare.feature_matrix(df)
+    pooled, pooled_labels = compare.pooled_feature_matrix(df, [TAU])
+    assert [label[:2] for label in pooled_labels] == labels and all(label[2] == TAU for label in pooled_labels)
+    assert np.allclose(pooled, X)
+    # Pooling smaller thresholds adds one point per (run, τ) whose pruned graph is connected.
+    more, more_labels = compare.pooled_feature_matrix(df, [0.001, TAU])
+    assert len(more_labels) == len(more) and len(labels) < len(more_labels) <= 2 * len(labels)
+    assert {label[2] for label in more_labels} == {0.001, TAU}

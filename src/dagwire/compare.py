@@ -168,6 +168,34 @@ def feature_matrix(df) -> tuple[np.ndarray, list[tuple[str, int]]]:
     return standardise(X), labels
 
 
+def pooled_feature_matrix(df, taus: Sequence[float]) -> tuple[np.ndarray, list[tuple[str, int, float]]]:
+    """Standardised feature vectors of every connected done run's graph.json at each τ of `taus`.
+
+    The paper's Fig. 8 embeds the networks "for thresholds equal or smaller than 0.006": one point
+    per (run, τ) whose pruned graph is connected, labelled (dataset, seed, τ).
+    """
+    from . import graphs
+
+    columns = feature_columns(df)
+    vectors, labels = [], []
+    for _, row in _connected(df).iterrows():
+        spec = _load_graph(row["run_dir"])
+        if spec is None or spec.weights is None:
+            continue
+        meta = spec.meta
+        for tau in taus:
+            found = graphs.features(spec, tau, int(meta.get("channels", 11)), in_channels=int(meta.get("in_channels", 3)),
+                                    num_classes=int(meta.get("num_classes", 10)))
+            vector = [float(found.get(c, float("nan"))) for c in columns]
+            if found.get("disconnected") or not np.isfinite(vector).all():
+                continue
+            vectors.append(vector)
+            labels.append((str(row["dataset"]), int(row["seed"]), float(tau)))
+    if not vectors:
+        return np.zeros((0, len(columns))), []
+    return standardise(np.asarray(vectors, dtype=float)), labels
+
+
 def _numeric(column):
     import pandas as pd
 
@@ -288,8 +316,10 @@ def plot_umap(E: np.ndarray, labels: Sequence, path: str | os.PathLike) -> None:
     datasets = dataset_order([_dataset_of(label) for label in labels])
     for k, d in enumerate(datasets):
         idx = [i for i, label in enumerate(labels) if _dataset_of(label) == d]
+        runs = len({tuple(labels[i][:2]) if isinstance(labels[i], (tuple, list)) else labels[i] for i in idx})
+        count = f"{len(idx)}" if runs == len(idx) else f"{runs} runs, {len(idx)} points"
         ax.scatter(E[idx, 0], E[idx, 1], s=40, color=DATASET_COLOURS[k % len(DATASET_COLOURS)],
-                   edgecolors="black", linewidths=0.4, label=f"{d} ({len(idx)})")
+                   edgecolors="black", linewidths=0.4, label=f"{d} ({count})")
     method = "UMAP" if len(labels) >= UMAP_MIN_POINTS else (
         f"PCA (only {len(labels)} networks: UMAP needs at least {UMAP_MIN_POINTS})")
     ax.set_title(f"{method} of standardised graph features", fontsize=10)

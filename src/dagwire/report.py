@@ -469,15 +469,21 @@ def _figures(df, sweep: Path, tau: float) -> tuple[list[Figure], list[Table]]:
             "RBF kernel (γ = 1 / number of features) between standardised feature vectors (Tables 1–2 without "
             "parameters) of every connected run, ordered by dataset then seed.", "fig4_similarity.png", similarity)
 
+    from .prune import DEFAULT_GRID
+
+    pooled_taus = sorted({t for t in DEFAULT_GRID if 0 < t <= tau} | {tau})
+
     def embedding(p: Path) -> None:
-        if not labels:
+        pooled, pooled_labels = compare.pooled_feature_matrix(df, pooled_taus)
+        if not pooled_labels:
             raise DagwireError("no connected runs")
-        compare.plot_umap(compare.umap_embedding(X, seed=0), labels, p)
+        compare.plot_umap(compare.umap_embedding(pooled, seed=0), pooled_labels, p)
 
     attempt("Fig. 8: UMAP embedding",
-            f"UMAP (n_neighbors = min(15, n − 1), seed 0) of the same standardised features at τ = {tau:g} "
-            f"(the paper's Fig. 8 also pools smaller thresholds); PCA below {compare.UMAP_MIN_POINTS} networks.",
-            "fig8_umap.png", embedding)
+            f"UMAP (n_neighbors = min(15, n − 1), seed 0) of the standardised features (Tables 1–2 without "
+            f"parameters) of every connected run's graph at each τ in {{{', '.join(f'{t:g}' for t in pooled_taus)}}} "
+            f"(as the paper's Fig. 8 pools τ ≤ 0.006): one point per (run, τ) with a connected graph; PCA below "
+            f"{compare.UMAP_MIN_POINTS} points.", "fig8_umap.png", embedding)
     attempt("Fig. 9: pruned graphs", f"Pruned graphs (τ = {tau:g}) per dataset (rows) and seed (columns).",
             "fig9_graphs.png", lambda p: compare.plot_graph_grid(df, p, tau))
     for d in compare.dataset_order(df["dataset"]):
