@@ -162,10 +162,7 @@ def features(graph_file, threshold, channels) -> None:
     g = specs.load(graph_file)
     if g.weights is None:
         raise DagwireError(f"{graph_file} has no edge weights")
-    result = graphs.features(
-        g, threshold, _graph_channels(g, channels),
-        in_channels=int(g.meta.get("in_channels", 3)), num_classes=int(g.meta.get("num_classes", 10)),
-    )
+    result = graphs.recorded_features(g, threshold, _graph_channels(g, channels))
     click.echo(json.dumps(result))
 
 

@@ -182,10 +182,8 @@ def pooled_feature_matrix(df, taus: Sequence[float]) -> tuple[np.ndarray, list[t
         spec = _load_graph(row["run_dir"])
         if spec is None or spec.weights is None:
             continue
-        meta = spec.meta
         for tau in taus:
-            found = graphs.features(spec, tau, int(meta.get("channels", 11)), in_channels=int(meta.get("in_channels", 3)),
-                                    num_classes=int(meta.get("num_classes", 10)))
+            found = graphs.recorded_features(spec, tau)
             vector = [float(found.get(c, float("nan"))) for c in columns]
             if found.get("disconnected") or not np.isfinite(vector).all():
                 continue

@@ -204,6 +204,13 @@ def features(
         return _features(spec, tau, channels, spec if initial is None else initial, in_channels, num_classes)
 
 
+def recorded_features(spec: GraphSpec, tau: float = DEFAULT_TAU, channels: int | None = None) -> dict[str, Any]:
+    """`features` of a learned graph with the sizes its graph.json recorded (channels: given, else recorded, else 11)."""
+    meta = spec.meta
+    return features(spec, tau, int(meta.get("channels", 11)) if channels is None else channels,
+                    in_channels=int(meta.get("in_channels", 3)), num_classes=int(meta.get("num_classes", 10)))
+
+
 def _features(
     spec: GraphSpec, tau: float, channels: int, initial: GraphSpec, in_channels: int, num_classes: int
 ) -> dict[str, Any]:

@@ -158,10 +158,7 @@ def retrain_run(
     present = (out_dir / CHECKPOINT).exists() or (out_dir / "graph.json").exists()
     if resume is None:
         if finished:
-            config = load_run_config(out_dir, device=overrides.get("device"))
-            learned = specs.load(out_dir / "graph.json")
-            return config, TrainResult(out_dir, float(learned.meta["test_accuracy"]),
-                                       float(learned.meta["thresholded_accuracy"]), learned)
+            return load_run_config(out_dir, device=overrides.get("device")), _finished_result(out_dir)
         resume = present or (out_dir / "config.yaml").exists()
     if resume:
         config = load_run_config(out_dir, device=overrides.get("device"))
@@ -201,6 +198,11 @@ def _reuse_same_channels(trained: TrainedRun, tau: float, config: TrainConfig, o
     config.save(staging / "config.yaml")  # its own graph path; the copied pruned_graph.json is that graph
     shutil.rmtree(out_dir, ignore_errors=True)  # holds only the pruned graph retrain_config just wrote
     os.replace(staging, out_dir)
+    return _finished_result(out_dir)
+
+
+def _finished_result(out_dir: Path) -> TrainResult:
+    """The TrainResult of a finished run directory, read from its graph.json."""
     learned = specs.load(out_dir / "graph.json")
     return TrainResult(out_dir, float(learned.meta["test_accuracy"]), float(learned.meta["thresholded_accuracy"]),
                        learned)

@@ -417,8 +417,7 @@ def measure_run(job: dict[str, Any], data, resumed_from: int | None) -> dict[str
     plot_threshold_curve(rows, out / "thresholds.png", title=f"{config.dataset} seed {config.seed}")
 
     learned, tau = trained.learned, config.threshold
-    features = graphs.features(learned, tau, config.channels, in_channels=int(learned.meta.get("in_channels", 3)),
-                               num_classes=int(learned.meta.get("num_classes", 10)))
+    features = graphs.recorded_features(learned, tau, config.channels)
     features.setdefault("disconnected", False)
     retained = np.asarray(graphs.edge_mask(learned, graphs.prune(learned, tau)), dtype=bool)
     dynamics = edge_dynamics(np.load(out / "edge_history.npy"), retained, tau)
