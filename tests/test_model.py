@@ -176,6 +176,28 @@ def test_fast_network_matches_benchmark_reference_outputs_and_gradients():
             assert torch.allclose(u, v, atol=1e-5, rtol=1e-4), name
 
 
+def test_fast_network_keeps_the_running_statistics_of_aten_batch_norm():
+    """The hand-written channels-last batch norm updates running mean/var as nn.BatchNorm2d does."""
+    from dagwire.bench import ReferenceDagNet
+
+    g = specs.complete(6, 2)
+    torch.manual_seed(4)
+    fast = create_model(g, 3)
+    ref = ReferenceDagNet(g, 3)
+    ref.load_state_dict(fast.state_dict())
+    for _ in range(3):
+        x = torch.randn(5, 3, 8, 8) * 2 + 1
+        fast(x), ref(x)
+    ref_state = ref.state_dict()
+    for name, value in fast.state_dict().items():
+        if "running" in name or "num_batches" in name:
+            assert torch.allclose(value, ref_state[name], atol=1e-5, rtol=1e-5), name
+    assert int(fast.state_dict()["nodes.1.bn3.num_batches_tracked"]) == 3
+    # and evaluation with them (ATen's batch norm in eval mode) agrees too
+    x = torch.randn(5, 3, 8, 8)
+    assert torch.allclose(fast.eval()(x), ref.eval()(x), atol=1e-5)
+
+
 def test_cmnist_like_benchmark_graph_is_sparse_and_live():
     from dagwire.bench import cmnist_like_graph
 

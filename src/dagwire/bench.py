@@ -21,6 +21,14 @@ from . import spec as specs
 from .model import EDGE_INIT, NodeOp, create_model
 
 
+class ReferenceNodeOp(NodeOp):
+    """The node op written the obvious way: NCHW tensors, ATen's batch norm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """BN(Conv3x3(ReLU(x))) + BN(Conv1x1(x))."""
+        return self.bn3(self.conv3(F.relu(x))) + self.bn1(self.conv1(x))
+
+
 class ReferenceDagNet(nn.Module):
     """SPEC §1 written straightforwardly: per-edge scale-and-add, reduce blocks shared per (i, k)."""
 
@@ -31,9 +39,9 @@ class ReferenceDagNet(nn.Module):
         def width(node: int) -> int:
             return counts.stage_channels(channels, spec.stage_of(node))
 
-        self.nodes = nn.ModuleDict({str(j): NodeOp(in_channels if j == 0 else width(j), width(j)) for j in spec.active_nodes()})
+        self.nodes = nn.ModuleDict({str(j): ReferenceNodeOp(in_channels if j == 0 else width(j), width(j)) for j in spec.active_nodes()})
         self.reduces = nn.ModuleDict(
-            {f"{i}_{k}": NodeOp(width(i), width(i) * 2**k, 2**k) for i, k in counts.reduce_blocks(spec)}
+            {f"{i}_{k}": ReferenceNodeOp(width(i), width(i) * 2**k, 2**k) for i, k in counts.reduce_blocks(spec)}
         )
         self.head = nn.Linear(width(spec.output), num_classes)
         self.edge_weights = nn.Parameter(torch.full((spec.num_edges,), EDGE_INIT))

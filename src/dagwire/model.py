@@ -42,12 +42,88 @@ class NodeOp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the op."""
-        return self.bn3(self.conv3(F.relu(x))) + self.bn1(self.conv1(x))
+        a, b = self.conv3(F.relu(x)), self.conv1(x)
+        if not (self.training and a.device.type == "cpu"):
+            return self.bn3(a) + self.bn1(b)
+        out, *stats = _BatchNormPair.apply(a, b, self.bn3.weight, self.bn3.bias, self.bn1.weight, self.bn1.bias,
+                                           self.bn3.eps)
+        rows = a.numel() // a.shape[1]
+        _update_running_stats(self.bn3, stats[0], stats[1], rows)
+        _update_running_stats(self.bn1, stats[2], stats[3], rows)
+        return out
 
 
-def _by_member(x: torch.Tensor, members: int) -> torch.Tensor:
-    """[B, K·C, ...] viewed as [B, K, C·...]: member k's activations in row k."""
-    return x.view(x.shape[0], members, -1)
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] as its [B·H·W, C] matrix: a view when x is channels-last, a copy otherwise."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _image(rows: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """A [B·H·W, C] matrix as the channels-last [B, C, H, W] image it holds (the inverse of `_rows`)."""
+    b, c, h, w = shape
+    return rows.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class _BatchNormPair(torch.autograd.Function):
+    """BN(a) + BN(b) in training mode, for channels-last a and b on the CPU.
+
+    Written by hand because ATen's CPU batch norm is about 3× slower on channels-last tensors with
+    few channels (11–44 here) than on NCHW ones, while mkldnn's convolutions are 2–3× faster in
+    channels-last: this keeps the fast convolutions without the slow batch norm. It works on the
+    [B·H·W, C] view, where per-channel sums are column sums, and fuses the two norms and their sum.
+    Returns the output and, for the running statistics, each norm's batch mean and biased variance.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, weight_a, bias_a, weight_b, bias_b, eps):  # type: ignore[override]
+        out, saved, stats = None, [], []
+        for x, weight in ((_rows(a), weight_a), (_rows(b), weight_b)):
+            mean = x.sum(0) / x.shape[0]
+            centred = x - mean
+            var = (centred * centred).sum(0) / x.shape[0]
+            invstd = torch.rsqrt(var + eps)
+            if out is None:
+                out = torch.addcmul(bias_a + bias_b, centred, weight * invstd)
+            else:
+                out.addcmul_(centred, weight * invstd)
+            saved += [centred, invstd]
+            stats += [mean, var]
+        ctx.save_for_backward(*saved, weight_a, weight_b)
+        ctx.mark_non_differentiable(*stats)
+        return (_image(out, a.shape), *stats)
+
+    @staticmethod
+    def backward(ctx, grad, *_):  # type: ignore[override]
+        centred_a, invstd_a, centred_b, invstd_b, weight_a, weight_b = ctx.saved_tensors
+        g = _rows(grad)
+        rows = g.shape[0]
+        sum_g = g.sum(0)
+        grads = []
+        for centred, invstd, weight in ((centred_a, invstd_a, weight_a), (centred_b, invstd_b, weight_b)):
+            sum_gc = (g * centred).sum(0)
+            scale = weight * invstd
+            # d/dx of BN: scale · (g − mean(g) − x̂ · mean(g · x̂)), with x̂ = centred · invstd
+            dx = torch.addcmul(-scale * sum_g / rows, g, scale)
+            dx.addcmul_(centred, -scale * invstd * invstd * sum_gc / rows)
+            grads += [_image(dx, grad.shape), invstd * sum_gc, sum_g]
+        dx_a, dweight_a, dbias_a, dx_b, dweight_b, dbias_b = grads
+        return dx_a, dx_b, dweight_a, dbias_a, dweight_b, dbias_b, None
+
+
+@torch.no_grad()
+def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, rows: int) -> None:
+    """What nn.BatchNorm2d does to its running statistics in a training step (unbiased variance)."""
+    if not bn.track_running_stats:
+        return
+    bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+    bn.running_var.mul_(1 - momentum).add_(var * (rows / max(rows - 1, 1)), alpha=momentum)
+
+
+def _member_rows(x: torch.Tensor, members: int) -> torch.Tensor:
+    """[B, K·c, H, W] as [B·H·W, K, c]: member k's channels in column block k (a view when channels-last)."""
+    return _rows(x).view(-1, members, x.shape[1] // members)
 
 
 class _WeightedSum(torch.autograd.Function):
@@ -56,39 +132,37 @@ class _WeightedSum(torch.autograd.Function):
     Autograd's `sum(w * x)` would allocate two tensors per edge and `torch.stack` would copy every
     input; this keeps one output buffer per node and saves the inputs by reference. Weights are
     [E] for one network, or [K, E] for K member networks side by side in the channel dimension.
+    It works on the [B·H·W, K, c] view of each tensor, so channels-last tensors are never copied.
     """
 
     @staticmethod
     def forward(ctx, weights: torch.Tensor, base: torch.Tensor | None, *inputs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         k = 1 if weights.dim() == 1 else weights.shape[0]
-        w = weights if k == 1 else weights.t().reshape(-1, 1, k, 1)  # w[e] broadcasts over [B, K, F]
-        first = 0 if base is not None else 1
-        out = (inputs[0] if k == 1 else _by_member(inputs[0], k)) * w[0] if base is None else base.clone()
-        view = out if k == 1 else _by_member(out, k)
-        for e in range(first, len(inputs)):
-            view.addcmul_(inputs[e] if k == 1 else _by_member(inputs[e], k), w[e])
+        w = weights.view(k, -1).t().unsqueeze(-1)  # w[e]: [K, 1], broadcast over [B·H·W, K, c]
+        out = _member_rows(inputs[0], k) * w[0] if base is None else _member_rows(base, k).clone()
+        for e in range(0 if base is not None else 1, len(inputs)):
+            out.addcmul_(_member_rows(inputs[e], k), w[e])
         ctx.has_base, ctx.members = base is not None, k
         ctx.save_for_backward(weights, *inputs)
-        return out.view(inputs[0].shape)
+        return _image(out.view(out.shape[0], -1), inputs[0].shape)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         weights, *inputs = ctx.saved_tensors
         k = ctx.members
+        g = _member_rows(grad, k)
         grad_w = None
         if ctx.needs_input_grad[0]:
             if k == 1:
-                flat = grad.reshape(-1)
-                grad_w = torch.stack([torch.dot(flat, x.reshape(-1).to(flat.dtype)) for x in inputs])
+                flat = g.reshape(-1)
+                grad_w = torch.stack([torch.dot(flat, _rows(x).reshape(-1).to(flat.dtype)) for x in inputs])
             else:
-                g = _by_member(grad.contiguous(), k)
-                grad_w = torch.stack([torch.einsum("bkf,bkf->k", g, _by_member(x, k).to(g.dtype)) for x in inputs], 1)
+                grad_w = torch.stack([torch.einsum("mkc,mkc->k", g, _member_rows(x, k).to(g.dtype)) for x in inputs], 1)
             grad_w = grad_w.to(weights.dtype)
         grad_base = grad if ctx.has_base and ctx.needs_input_grad[1] else None
-        w = weights if k == 1 else weights.t().reshape(-1, 1, k, 1)
+        w = weights.view(k, -1).t().unsqueeze(-1)
         grad_inputs = [
-            None if not ctx.needs_input_grad[e + 2]
-            else (grad * w[e] if k == 1 else (_by_member(grad.contiguous(), k) * w[e]).view(grad.shape)).to(inputs[e].dtype)
+            _image((g * w[e]).view(g.shape[0], -1), grad.shape).to(inputs[e].dtype) if ctx.needs_input_grad[e + 2] else None
             for e in range(len(inputs))
         ]
         return (grad_w, grad_base, *grad_inputs)
@@ -202,18 +276,20 @@ class DagNet(nn.Module):
         """Logits for a batch of normalised images."""
         strengths = self.edge_strengths()
         padded = F.pad(strengths, (0, 1))  # slot num_edges: "no edge", always zero
-        outputs: dict[int, torch.Tensor] = {0: self.nodes["0"](x)}
+        # Channels-last throughout: mkldnn's convolutions with 11-44 channels are 2-3x faster in it.
+        outputs: dict[int, torch.Tensor] = {0: self.nodes["0"](x.contiguous(memory_format=torch.channels_last))}
         for blocks, targets, gather, node_plan in self._stages:
             entering: dict[int, torch.Tensor] = {}
             if blocks:
-                reduced = torch.stack([self.reduces[f"{i}_{k}"](outputs[i]) for i, k in blocks])
+                reduced = [self.reduces[f"{i}_{k}"](outputs[i]) for i, k in blocks]
+                stacked = torch.stack([_member_rows(r, self.members) for r in reduced])  # [blocks, B·H·W, K, c]
                 weights = padded[..., gather.to(x.device)]  # [targets, blocks], or [K, targets, blocks]
                 if self.members == 1:
-                    mixed = weights @ reduced.flatten(1)
+                    mixed = weights @ stacked.flatten(1)
                 else:
-                    by_member = reduced.view(len(blocks), x.shape[0], self.members, -1)
-                    mixed = torch.einsum("ktn,nbkf->tbkf", weights, by_member)
-                entering = dict(zip(targets, mixed.reshape(len(targets), *reduced.shape[1:]).unbind(0)))
+                    mixed = torch.einsum("ktn,nmkc->tmkc", weights, stacked)
+                mixed = mixed.reshape(len(targets), stacked.shape[1], -1)
+                entering = {j: _image(m, reduced[0].shape) for j, m in zip(targets, mixed.unbind(0))}
             for j, edge_index, sources in node_plan:
                 total = weighted_sum(
                     padded[..., edge_index.to(x.device)], [outputs[i] for i in sources], entering.get(j)
