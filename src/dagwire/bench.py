@@ -89,33 +89,43 @@ def cmnist_like_graph(num_nodes: int = 60, stages: int = 3, seed: int = 0) -> sp
     return specs.from_edge_list(num_nodes, (per_stage,) * stages, edges)
 
 
-def time_train_step(model: nn.Module, batch: int, image: int, device: torch.device, steps: int = 5, warmup: int = 2,
-                    lam: float = 1e-3) -> float:
-    """Median seconds of one SGD step (forward, backward, step, λ term) after warm-up."""
-    model.to(device).train()
-    members = getattr(model, "members", 1)  # K networks in one (--batch-seeds): K batches, K losses
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3 * members, image, image, generator=generator).to(device)
-    y = torch.randint(0, 10, (batch * members,), generator=generator).to(device)
-    times = []
+def time_train_steps(models: dict[str, nn.Module], batch: int, image: int, device: torch.device, steps: int = 5,
+                     warmup: int = 3, lam: float = 1e-3) -> dict[str, float]:
+    """Median seconds of one SGD step (forward, backward, step, λ term) of each model, after warm-up.
+
+    The models take their steps in turn (one step of each, then the next round), so a shared
+    machine's drifting load falls on all of them alike and their ratios stay fair. Warm-up matters
+    on the CPU: a network's first two or three steps are up to 3× slower while the allocator's
+    heap grows to the step's working set.
+    """
+    rounds = []
+    for model in models.values():
+        model.to(device).train()
+        members = getattr(model, "members", 1)  # K networks in one (--batch-seeds): K batches, K losses
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 3 * members, image, image, generator=generator).to(device)
+        y = torch.randint(0, 10, (batch * members,), generator=generator).to(device)
+        rounds.append((model, members, optimizer, x, y))
+    times: dict[str, list[float]] = {name: [] for name in models}
     for step in range(warmup + steps):
-        _sync(device)
-        started = time.perf_counter()
-        logits = model(x).view(batch, members, -1).transpose(0, 1).reshape(batch * members, -1)
-        # Mean over each member's batch, summed over members: what `train_seeds` minimises.
-        loss = F.cross_entropy(logits, y) * members + lam * model.resources_loss()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        _sync(device)
-        if step >= warmup:
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, (model, members, optimizer, x, y) in zip(models, rounds):
+            _sync(device)
+            started = time.perf_counter()
+            logits = model(x).view(batch, members, -1).transpose(0, 1).reshape(batch * members, -1)
+            # Mean over each member's batch, summed over members: what `train_seeds` minimises.
+            loss = F.cross_entropy(logits, y) * members + lam * model.resources_loss()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            _sync(device)
+            if step >= warmup:
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
-    """fp32 GFLOP/s of a square matmul on `device`: the machine's ceiling."""
+    """fp32 GFLOP/s of a square matmul on `device`, its best of `repeats`: the machine's ceiling."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     a @ b
@@ -126,7 +136,7 @@ def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> f
         a @ b
         _sync(device)
         times.append(time.perf_counter() - started)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    return 2 * size**3 / min(times) / 1e9
 
 
 def _sync(device: torch.device) -> None:
@@ -149,26 +159,30 @@ def run_benchmark(
                     "nodes": nodes, "stages": stages, "channels": channels, "batch": batch, "image": image}
     say("matmul ceiling")
     result["matmul_gflops"] = matmul_gflops(dev)
-    say("full DAG step")
-    result["full_step_s"] = time_train_step(create_model(full, channels), batch, image, dev, steps)
+    sparse = cmnist_like_graph(nodes, stages)
+    result["pruned_edges"], result["pruned_nodes"] = sparse.num_edges, len(sparse.active_nodes())
+    models = {"full": create_model(full, channels), "pruned": create_model(sparse, channels)}
+    if reference:
+        models["reference"] = ReferenceDagNet(full, channels)
+    say(f"{' / '.join(models)} steps, in turn")
+    seconds = time_train_steps(models, batch, image, dev, steps)
+    del models
+    result["full_step_s"] = seconds["full"]
     result["images_per_s"] = batch / result["full_step_s"]
     result["flops_per_step"] = flops_per_step
     result["flop_floor_s"] = flops_per_step / (result["matmul_gflops"] * 1e9)
     result["achieved_gflops"] = flops_per_step / result["full_step_s"] / 1e9
-    sparse = cmnist_like_graph(nodes, stages)
-    say("pruned step")
-    result["pruned_edges"], result["pruned_nodes"] = sparse.num_edges, len(sparse.active_nodes())
-    result["pruned_step_s"] = time_train_step(create_model(sparse, channels), batch, image, dev, steps)
+    result["pruned_step_s"] = seconds["pruned"]
     result["pruned_speedup"] = result["full_step_s"] / result["pruned_step_s"]
+    if reference:
+        result["reference_step_s"] = seconds["reference"]
+        result["speedup_vs_reference"] = result["reference_step_s"] / result["full_step_s"]
     if batch_seeds > 1:
-        # Throughput of K seeds trained as one network against K runs one after another.
+        # Throughput of K seeds trained as one network against K runs one after another. Timed on
+        # its own: at full size K members need most of a small machine's memory.
         say(f"{batch_seeds} seeds in one network")
         result["batch_seeds"] = batch_seeds
         stacked = create_model(full, channels, members=batch_seeds)
-        result["batch_seeds_step_s"] = time_train_step(stacked, batch, image, dev, max(2, steps // 2), 1)
+        result["batch_seeds_step_s"] = time_train_steps({"stacked": stacked}, batch, image, dev, max(2, steps // 2))["stacked"]
         result["batch_seeds_speedup"] = batch_seeds * result["full_step_s"] / result["batch_seeds_step_s"]
-    if reference:
-        say("reference step")
-        result["reference_step_s"] = time_train_step(ReferenceDagNet(full, channels), batch, image, dev, max(2, steps // 2), 1)
-        result["speedup_vs_reference"] = result["reference_step_s"] / result["full_step_s"]
     return result
