@@ -93,23 +93,21 @@ def time_train_steps(models: dict[str, nn.Module], batch: int, image: int, devic
                      warmup: int = 3, lam: float = 1e-3) -> dict[str, float]:
     """Median seconds of one SGD step (forward, backward, step, λ term) of each model, after warm-up.
 
-    The models take their steps in turn (one step of each, then the next round), so a shared
-    machine's drifting load falls on all of them alike and their ratios stay fair. Warm-up matters
-    on the CPU: a network's first two or three steps are up to 3× slower while the allocator's
-    heap grows to the step's working set.
+    Each model is timed on its own, all its steps in a row, as a training run uses the machine:
+    when the networks took their steps in turn, the channels-last network lost most of its lead
+    over the others on this CPU. Warm-up matters too: a network's first two or three steps are up
+    to 3× slower while the allocator's heap grows to the step's size.
     """
-    rounds = []
-    for model in models.values():
+    seconds = {}
+    for name, model in models.items():
         model.to(device).train()
         members = getattr(model, "members", 1)  # K networks in one (--batch-seeds): K batches, K losses
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(batch, 3 * members, image, image, generator=generator).to(device)
         y = torch.randint(0, 10, (batch * members,), generator=generator).to(device)
-        rounds.append((model, members, optimizer, x, y))
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for step in range(warmup + steps):
-        for name, (model, members, optimizer, x, y) in zip(models, rounds):
+        times = []
+        for step in range(warmup + steps):
             _sync(device)
             started = time.perf_counter()
             logits = model(x).view(batch, members, -1).transpose(0, 1).reshape(batch * members, -1)
@@ -120,8 +118,9 @@ def time_train_steps(models: dict[str, nn.Module], batch: int, image: int, devic
             optimizer.step()
             _sync(device)
             if step >= warmup:
-                times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
+                times.append(time.perf_counter() - started)
+        seconds[name] = statistics.median(times)
+    return seconds
 
 
 def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
@@ -164,7 +163,7 @@ def run_benchmark(
     models = {"full": create_model(full, channels), "pruned": create_model(sparse, channels)}
     if reference:
         models["reference"] = ReferenceDagNet(full, channels)
-    say(f"{' / '.join(models)} steps, in turn")
+    say(f"{', '.join(models)} steps")
     seconds = time_train_steps(models, batch, image, dev, steps)
     del models
     result["full_step_s"] = seconds["full"]

@@ -258,7 +258,7 @@ def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, qui
 @click.option("--channels", type=int, default=11, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--image-size", type=int, default=32, show_default=True)
-@click.option("--steps", type=int, default=5, show_default=True, help="Timed steps (median) after 3 warm-up steps; the networks step in turn.")
+@click.option("--steps", type=int, default=5, show_default=True, help="Timed steps (median) after 3 warm-up steps.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-reference", is_flag=True, help="Skip the slow straightforward implementation.")
 @click.option("--batch-seeds", type=int, default=1, show_default=True,
