@@ -126,57 +126,69 @@ def _member_rows(x: torch.Tensor, members: int) -> torch.Tensor:
     return _rows(x).view(-1, members, x.shape[1] // members)
 
 
-class _WeightedSum(torch.autograd.Function):
-    """base + Σ_e w_e · x_e, accumulated in place.
+class _InnerSum(torch.autograd.Function):
+    """Node j's input, base + Σ_i w_ij · y_i over its in-stage sources i, accumulated in place.
 
-    Autograd's `sum(w * x)` would allocate two tensors per edge and `torch.stack` would copy every
-    input; this keeps one output buffer per node and saves the inputs by reference. Weights are
-    [E] for one network, or [K, E] for K member networks side by side in the channel dimension.
-    It works on the [B·H·W, K, c] view of each tensor, so channels-last tensors are never copied.
+    Autograd's `sum(w * y)` would allocate two tensors per edge and `torch.stack` would copy every
+    input. The backward is split the other way round: this function only files the gradient g_j of
+    the sum in `grads` (and passes it on to `base`); each source's `_Publish` then computes
+    dL/dy_i = Σ_j w_ij · g_j into one buffer and the weight gradients <g_j, y_i>, once every target
+    has filed its g_j. That is one multiply-add per edge instead of a multiply, a temporary and an
+    add. Weights are [E] for one network, or [K, E] for K member networks side by side in the
+    channel dimension; tensors are handled as their [B·H·W, K, c] views, so channels-last
+    activations are never copied.
     """
 
     @staticmethod
-    def forward(ctx, weights: torch.Tensor, base: torch.Tensor | None, *inputs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, weights, base, grads, node, *inputs):  # type: ignore[override]
         k = 1 if weights.dim() == 1 else weights.shape[0]
         w = weights.view(k, -1).t().unsqueeze(-1)  # w[e]: [K, 1], broadcast over [B·H·W, K, c]
         out = _member_rows(inputs[0], k) * w[0] if base is None else _member_rows(base, k).clone()
         for e in range(0 if base is not None else 1, len(inputs)):
             out.addcmul_(_member_rows(inputs[e], k), w[e])
-        ctx.has_base, ctx.members = base is not None, k
-        ctx.save_for_backward(weights, *inputs)
+        ctx.grads, ctx.node, ctx.has_base, ctx.sources = grads, node, base is not None, len(inputs)
         return _image(out.view(out.shape[0], -1), inputs[0].shape)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        weights, *inputs = ctx.saved_tensors
-        k = ctx.members
-        g = _member_rows(grad, k)
-        grad_w = None
-        if ctx.needs_input_grad[0]:
-            if k == 1:
-                flat = g.reshape(-1)
-                grad_w = torch.stack([torch.dot(flat, _rows(x).reshape(-1).to(flat.dtype)) for x in inputs])
-            else:
-                grad_w = torch.stack([torch.einsum("mkc,mkc->k", g, _member_rows(x, k).to(g.dtype)) for x in inputs], 1)
-            grad_w = grad_w.to(weights.dtype)
-        grad_base = grad if ctx.has_base and ctx.needs_input_grad[1] else None
+    def backward(ctx, grad):  # type: ignore[override]
+        ctx.grads[ctx.node] = grad
+        return (None, grad if ctx.has_base else None, None, None, *[None] * ctx.sources)
+
+
+class _Publish(torch.autograd.Function):
+    """y_i as the in-stage sums see it; its backward is those sums' share of dL/dy_i and dL/dw_i·.
+
+    `weights` are the strengths of i's in-stage out-edges (to `targets`), [E_i] or [K, E_i].
+    Autograd runs this backward only after every target's `_InnerSum` backward (they take its
+    output as input), so all the g_j it needs are filed in `grads` by then.
+    """
+
+    @staticmethod
+    def forward(ctx, y, weights, grads, targets):  # type: ignore[override]
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(y, weights)
+        ctx.grads, ctx.targets = grads, targets
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        y, weights = ctx.saved_tensors
+        k = 1 if weights.dim() == 1 else weights.shape[0]
         w = weights.view(k, -1).t().unsqueeze(-1)
-        grad_inputs = [
-            _image((g * w[e]).view(g.shape[0], -1), grad.shape).to(inputs[e].dtype) if ctx.needs_input_grad[e + 2] else None
-            for e in range(len(inputs))
-        ]
-        return (grad_w, grad_base, *grad_inputs)
-
-
-def weighted_sum(weights: torch.Tensor, inputs: Sequence[torch.Tensor], base: torch.Tensor | None = None) -> torch.Tensor:
-    """base + Σ_e weights[..., e] · inputs[e] for same-shaped tensors (base optional; weights [E] or [K, E])."""
-    if not inputs:
-        if base is None:
-            raise ValueError("weighted_sum of nothing")
-        return base
-    if base is None and len(inputs) == 1 and weights.dim() == 1:
-        return inputs[0] * weights[0]
-    return _WeightedSum.apply(weights, base, *inputs)
+        target_grads = [_member_rows(ctx.grads[j], k) for j in ctx.targets]
+        total = None if grad is None else _member_rows(grad, k).clone()
+        for e, g in enumerate(target_grads):
+            total = g * w[e] if total is None else total.addcmul_(g, w[e])
+        grad_w = None
+        if ctx.needs_input_grad[1]:  # under bf16 autocast gradients and activations may differ in dtype
+            rows = _member_rows(y, k)
+            if k == 1:
+                flat = rows.reshape(-1)
+                grad_w = torch.stack([torch.dot(g.reshape(-1).to(flat.dtype), flat) for g in target_grads])
+            else:
+                grad_w = torch.stack([torch.einsum("mkc,mkc->k", g.to(rows.dtype), rows) for g in target_grads], 1)
+            grad_w = grad_w.to(weights.dtype)
+        return _image(total.view(total.shape[0], -1), y.shape).to(y.dtype), grad_w, None, None
 
 
 class MemberLinear(nn.Module):
@@ -217,10 +229,12 @@ class DagNet(nn.Module):
         self.channels, self.in_channels, self.num_classes = channels, in_channels, num_classes
         self.members = members
         inner: dict[int, list[tuple[int, int]]] = {}  # node -> [(edge, source)] inside its stage
+        inner_out: dict[int, list[tuple[int, int]]] = {}  # node -> [(edge, target)] inside its stage
         cross: dict[int, list[tuple[int, int, int]]] = {}  # stage -> [(edge, source, target)] entering it
         for e, (i, j) in enumerate(spec.edges):
             if spec.stage_of(i) == spec.stage_of(j):
                 inner.setdefault(j, []).append((e, i))
+                inner_out.setdefault(i, []).append((e, j))
             else:
                 cross.setdefault(spec.stage_of(j), []).append((e, i, j))
         active = spec.active_nodes()
@@ -263,6 +277,10 @@ class DagNet(nn.Module):
                 for j in nodes
             ]
             self._stages.append((blocks, targets, gather, node_plan))
+        # Sources of in-stage edges: the edges leaving each, and their targets (see _Publish).
+        self._publish = {
+            i: (torch.tensor([e for e, _ in out], dtype=torch.long), [j for _, j in out]) for i, out in inner_out.items()
+        }
 
     def edge_strengths(self) -> torch.Tensor:
         """tanh(w) of every edge, times the edge mask (spec edge order)."""
@@ -278,6 +296,16 @@ class DagNet(nn.Module):
         padded = F.pad(strengths, (0, 1))  # slot num_edges: "no edge", always zero
         # Channels-last throughout: mkldnn's convolutions with 11-44 channels are 2-3x faster in it.
         outputs: dict[int, torch.Tensor] = {0: self.nodes["0"](x.contiguous(memory_format=torch.channels_last))}
+        published: dict[int, torch.Tensor] = {}  # what the in-stage sums read of each source
+        node_grads: dict[int, torch.Tensor] = {}  # filled in backward by _InnerSum, read by _Publish
+
+        def publish(i: int) -> None:
+            if i in self._publish:
+                edge_index, targets = self._publish[i]
+                weights = padded[..., edge_index.to(x.device)]
+                published[i] = _Publish.apply(outputs[i], weights, node_grads, targets)
+
+        publish(0)
         for blocks, targets, gather, node_plan in self._stages:
             entering: dict[int, torch.Tensor] = {}
             if blocks:
@@ -291,10 +319,13 @@ class DagNet(nn.Module):
                 mixed = mixed.reshape(len(targets), stacked.shape[1], -1)
                 entering = {j: _image(m, reduced[0].shape) for j, m in zip(targets, mixed.unbind(0))}
             for j, edge_index, sources in node_plan:
-                total = weighted_sum(
-                    padded[..., edge_index.to(x.device)], [outputs[i] for i in sources], entering.get(j)
-                )
+                if sources:
+                    weights = padded[..., edge_index.to(x.device)]
+                    total = _InnerSum.apply(weights, entering.get(j), node_grads, j, *[published[i] for i in sources])
+                else:
+                    total = entering[j]
                 outputs[j] = self.nodes[str(j)](total)
+                publish(j)
         return self.head(outputs[self.spec.output].mean(dim=(2, 3)))
 
     def set_edge_mask(self, keep: Sequence | None) -> None:
