@@ -70,44 +70,65 @@ class _BatchNormPair(torch.autograd.Function):
     Written by hand because ATen's CPU batch norm is about 3× slower on channels-last tensors with
     few channels (11–44 here) than on NCHW ones, while mkldnn's convolutions are 2–3× faster in
     channels-last: this keeps the fast convolutions without the slow batch norm. It works on the
-    [B·H·W, C] view, where per-channel sums are column sums, and fuses the two norms and their sum.
-    Returns the output and, for the running statistics, each norm's batch mean and biased variance.
+    [B, H·W·C] view, where per-channel vectors repeated H·W times broadcast along rows only (on the
+    [B·H·W, C] view ATen's loops would run 11 elements at a time), and fuses the two norms and
+    their sum. Returns the output and, for the running statistics, each norm's batch mean and
+    biased variance.
     """
 
     @staticmethod
     def forward(ctx, a, b, weight_a, bias_a, weight_b, bias_b, eps):  # type: ignore[override]
+        per_row = a.shape[2] * a.shape[3]  # H·W copies of each channel in a row of the wide view
         out, saved, stats = None, [], []
-        for x, weight in ((_rows(a), weight_a), (_rows(b), weight_b)):
-            mean = x.sum(0) / x.shape[0]
-            centred = x - mean
-            var = (centred * centred).sum(0) / x.shape[0]
+        for x, weight in ((_wide(a), weight_a), (_wide(b), weight_b)):
+            mean = _channel_sums(x, per_row) / (x.shape[0] * per_row)
+            centred = x - mean.repeat(per_row)
+            var = _channel_sums(centred * centred, per_row) / (x.shape[0] * per_row)
             invstd = torch.rsqrt(var + eps)
+            scale = (weight * invstd).repeat(per_row)
             if out is None:
-                out = torch.addcmul(bias_a + bias_b, centred, weight * invstd)
+                out = torch.addcmul((bias_a + bias_b).repeat(per_row), centred, scale)
             else:
-                out.addcmul_(centred, weight * invstd)
+                out.addcmul_(centred, scale)
             saved += [centred, invstd]
             stats += [mean, var]
         ctx.save_for_backward(*saved, weight_a, weight_b)
         ctx.mark_non_differentiable(*stats)
-        return (_image(out, a.shape), *stats)
+        return (_from_wide(out, a.shape), *stats)
 
     @staticmethod
     def backward(ctx, grad, *_):  # type: ignore[override]
         centred_a, invstd_a, centred_b, invstd_b, weight_a, weight_b = ctx.saved_tensors
-        g = _rows(grad)
-        rows = g.shape[0]
-        sum_g = g.sum(0)
+        per_row = grad.shape[2] * grad.shape[3]
+        g = _wide(grad)
+        count = g.shape[0] * per_row
+        sum_g = _channel_sums(g, per_row)
         grads = []
         for centred, invstd, weight in ((centred_a, invstd_a, weight_a), (centred_b, invstd_b, weight_b)):
-            sum_gc = (g * centred).sum(0)
+            sum_gc = _channel_sums(g * centred, per_row)
             scale = weight * invstd
             # d/dx of BN: scale · (g − mean(g) − x̂ · mean(g · x̂)), with x̂ = centred · invstd
-            dx = torch.addcmul(-scale * sum_g / rows, g, scale)
-            dx.addcmul_(centred, -scale * invstd * invstd * sum_gc / rows)
-            grads += [_image(dx, grad.shape), invstd * sum_gc, sum_g]
+            dx = torch.addcmul((-scale * sum_g / count).repeat(per_row), g, scale.repeat(per_row))
+            dx.addcmul_(centred, (-scale * invstd * invstd * sum_gc / count).repeat(per_row))
+            grads += [_from_wide(dx, grad.shape), invstd * sum_gc, sum_g]
         dx_a, dweight_a, dbias_a, dx_b, dweight_b, dbias_b = grads
         return dx_a, dx_b, dweight_a, dbias_a, dweight_b, dbias_b, None
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] as [B, H·W·C]: a view when x is channels-last, a copy otherwise."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+
+
+def _from_wide(wide: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The channels-last [B, C, H, W] image a [B, H·W·C] matrix holds (the inverse of `_wide`)."""
+    b, c, h, w = shape
+    return wide.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _channel_sums(wide: torch.Tensor, per_row: int) -> torch.Tensor:
+    """Per-channel sums of a [B, H·W·C] matrix: over rows first (long, vectorised), then over H·W."""
+    return wide.sum(0).view(per_row, -1).sum(0)
 
 
 @torch.no_grad()
