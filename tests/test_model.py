@@ -251,3 +251,18 @@ def test_member_edge_masks_cut_only_their_member():
     assert torch.allclose(out[:, 1], singles[1].eval()(x), atol=1e-5)
     with pytest.raises(ValueError, match="shape"):
         stacked.set_edge_mask([True] * g.num_edges)
+
+
+def test_compiled_network_matches_eager_outputs_and_gradients():
+    """--compile: under torch.compile the network uses plain ops (its hand-written backward is eager-only)."""
+    g = specs.complete(6, 2)
+    torch.manual_seed(2)
+    eager = create_model(g, 2)
+    compiled_model = create_model(g, 2)
+    compiled_model.load_state_dict(eager.state_dict())
+    compiled = torch.compile(compiled_model)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    F.cross_entropy(compiled(x), y).backward()
+    F.cross_entropy(eager(x), y).backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled_model.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), name

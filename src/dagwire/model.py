@@ -43,7 +43,7 @@ class NodeOp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the op."""
         a, b = self.conv3(F.relu(x)), self.conv1(x)
-        if not (self.training and a.device.type == "cpu"):
+        if not (self.training and a.device.type == "cpu") or torch.compiler.is_compiling():
             return self.bn3(a) + self.bn1(b)
         out, *stats = _BatchNormPair.apply(a, b, self.bn3.weight, self.bn3.bias, self.bn1.weight, self.bn1.bias,
                                            self.bn3.eps)
@@ -147,6 +147,16 @@ def _member_rows(x: torch.Tensor, members: int) -> torch.Tensor:
     return _rows(x).view(-1, members, x.shape[1] // members)
 
 
+def _sum_inputs(weights: torch.Tensor, base: torch.Tensor | None, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """base + Σ_e w_e · y_e, accumulated in place on the [B·H·W, K, c] views (weights [E] or [K, E])."""
+    k = 1 if weights.dim() == 1 else weights.shape[0]
+    w = weights.view(k, -1).t().unsqueeze(-1)  # w[e]: [K, 1], broadcast over [B·H·W, K, c]
+    out = _member_rows(inputs[0], k) * w[0] if base is None else _member_rows(base, k).clone()
+    for e in range(0 if base is not None else 1, len(inputs)):
+        out.addcmul_(_member_rows(inputs[e], k), w[e])
+    return _image(out.view(out.shape[0], -1), inputs[0].shape)
+
+
 class _InnerSum(torch.autograd.Function):
     """Node j's input, base + Σ_i w_ij · y_i over its in-stage sources i, accumulated in place.
 
@@ -162,13 +172,8 @@ class _InnerSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weights, base, grads, node, *inputs):  # type: ignore[override]
-        k = 1 if weights.dim() == 1 else weights.shape[0]
-        w = weights.view(k, -1).t().unsqueeze(-1)  # w[e]: [K, 1], broadcast over [B·H·W, K, c]
-        out = _member_rows(inputs[0], k) * w[0] if base is None else _member_rows(base, k).clone()
-        for e in range(0 if base is not None else 1, len(inputs)):
-            out.addcmul_(_member_rows(inputs[e], k), w[e])
         ctx.grads, ctx.node, ctx.has_base, ctx.sources = grads, node, base is not None, len(inputs)
-        return _image(out.view(out.shape[0], -1), inputs[0].shape)
+        return _sum_inputs(weights, base, inputs)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
@@ -320,8 +325,14 @@ class DagNet(nn.Module):
         published: dict[int, torch.Tensor] = {}  # what the in-stage sums read of each source
         node_grads: dict[int, torch.Tensor] = {}  # filled in backward by _InnerSum, read by _Publish
 
+        # Under torch.compile the sums are plain autograd ops, which inductor fuses itself: the
+        # hand-written backward below passes gradients through Python state it cannot trace.
+        compiling = torch.compiler.is_compiling()
+
         def publish(i: int) -> None:
-            if i in self._publish:
+            if compiling:
+                published[i] = outputs[i]
+            elif i in self._publish:
                 edge_index, targets = self._publish[i]
                 weights = padded[..., edge_index.to(x.device)]
                 published[i] = _Publish.apply(outputs[i], weights, node_grads, targets)
@@ -342,7 +353,9 @@ class DagNet(nn.Module):
             for j, edge_index, sources in node_plan:
                 if sources:
                     weights = padded[..., edge_index.to(x.device)]
-                    total = _InnerSum.apply(weights, entering.get(j), node_grads, j, *[published[i] for i in sources])
+                    inputs = [published[i] for i in sources]
+                    total = (_sum_inputs(weights, entering.get(j), inputs) if compiling
+                             else _InnerSum.apply(weights, entering.get(j), node_grads, j, *inputs))
                 else:
                     total = entering[j]
                 outputs[j] = self.nodes[str(j)](total)
