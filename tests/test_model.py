@@ -266,3 +266,19 @@ def test_compiled_network_matches_eager_outputs_and_gradients():
     F.cross_entropy(eager(x), y).backward()
     for (name, p), q in zip(eager.named_parameters(), compiled_model.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+
+
+def test_bf16_autocast_stays_close_to_fp32_and_to_aten_batch_norm():
+    from dagwire.bench import ReferenceDagNet
+
+    g = specs.complete(12, 3)
+    torch.manual_seed(0)
+    fast = create_model(g, 4)
+    ref = ReferenceDagNet(g, 4)
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(8, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, ref_low = fast(x).float(), ref(x).float()
+    full = fast(x)
+    assert torch.allclose(low, full, atol=0.03) and not torch.equal(low, full)
+    assert torch.allclose(low, ref_low, atol=0.03)

@@ -79,8 +79,9 @@ class _BatchNormPair(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, weight_a, bias_a, weight_b, bias_b, eps):  # type: ignore[override]
         per_row = a.shape[2] * a.shape[3]  # H·W copies of each channel in a row of the wide view
+        dtype = torch.promote_types(a.dtype, weight_a.dtype)  # statistics in fp32 under bf16 autocast
         out, saved, stats = None, [], []
-        for x, weight in ((_wide(a), weight_a), (_wide(b), weight_b)):
+        for x, weight in ((_wide(a).to(dtype), weight_a), (_wide(b).to(dtype), weight_b)):
             mean = _channel_sums(x, per_row) / (x.shape[0] * per_row)
             centred = x - mean.repeat(per_row)
             var = _channel_sums(centred * centred, per_row) / (x.shape[0] * per_row)
