@@ -157,16 +157,25 @@ def test_resources_loss_is_sum_of_kept_magnitudes():
     assert math.isclose(float(torch.tanh(model.edge_weights[0].detach())), 0.5, rel_tol=1e-6)
 
 
+def fast_and_reference(g, channels, seed):
+    """The fast network and the benchmark's straightforward one, with the same weights."""
+    from dagwire.bench import ReferenceDagNet
+
+    torch.manual_seed(seed)
+    fast = create_model(g, channels)
+    ref = ReferenceDagNet(g, channels)
+    ref.load_state_dict(fast.state_dict())
+    return fast, ref
+
+
 def test_fast_network_matches_benchmark_reference_outputs_and_gradients():
-    from dagwire.bench import ReferenceDagNet, cmnist_like_graph
+    from dagwire.bench import cmnist_like_graph
 
     for g in (specs.complete(12, 3), cmnist_like_graph(30, 3)):
-        torch.manual_seed(3)
-        fast = create_model(g, 3)
+        fast, ref = fast_and_reference(g, 3, 3)
         with torch.no_grad():
             fast.edge_weights.normal_()
-        ref = ReferenceDagNet(g, 3)
-        ref.load_state_dict(fast.state_dict())
+            ref.edge_weights.copy_(fast.edge_weights)
         x = torch.randn(6, 3, 32, 32)
         a, b = fast(x), ref(x)
         assert torch.allclose(a, b, atol=1e-5)
@@ -178,13 +187,7 @@ def test_fast_network_matches_benchmark_reference_outputs_and_gradients():
 
 def test_fast_network_keeps_the_running_statistics_of_aten_batch_norm():
     """The hand-written channels-last batch norm updates running mean/var as nn.BatchNorm2d does."""
-    from dagwire.bench import ReferenceDagNet
-
-    g = specs.complete(6, 2)
-    torch.manual_seed(4)
-    fast = create_model(g, 3)
-    ref = ReferenceDagNet(g, 3)
-    ref.load_state_dict(fast.state_dict())
+    fast, ref = fast_and_reference(specs.complete(6, 2), 3, 4)
     for _ in range(3):
         x = torch.randn(5, 3, 8, 8) * 2 + 1
         fast(x), ref(x)
@@ -269,13 +272,7 @@ def test_compiled_network_matches_eager_outputs_and_gradients():
 
 
 def test_bf16_autocast_stays_close_to_fp32_and_to_aten_batch_norm():
-    from dagwire.bench import ReferenceDagNet
-
-    g = specs.complete(12, 3)
-    torch.manual_seed(0)
-    fast = create_model(g, 4)
-    ref = ReferenceDagNet(g, 4)
-    ref.load_state_dict(fast.state_dict())
+    fast, ref = fast_and_reference(specs.complete(12, 3), 4, 0)
     x = torch.randn(8, 3, 16, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low, ref_low = fast(x).float(), ref(x).float()
