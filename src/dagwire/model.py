@@ -59,7 +59,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _image(rows: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """A [B·H·W, C] matrix as the channels-last [B, C, H, W] image it holds (the inverse of `_rows`)."""
+    """A [B·H·W, C] or [B, H·W·C] matrix as the channels-last image it holds (inverse of `_rows`, `_wide`)."""
     b, c, h, w = shape
     return rows.view(b, h, w, c).permute(0, 3, 1, 2)
 
@@ -68,7 +68,7 @@ class _BatchNormPair(torch.autograd.Function):
     """BN(a) + BN(b) in training mode, for channels-last a and b on the CPU.
 
     Written by hand because ATen's CPU batch norm is about 3× slower on channels-last tensors with
-    few channels (11–44 here) than on NCHW ones, while mkldnn's convolutions are 2–3× faster in
+    few channels (11–44 here) than on NCHW ones, while mkldnn's convolutions are about 2× faster in
     channels-last: this keeps the fast convolutions without the slow batch norm. It works on the
     [B, H·W·C] view, where per-channel vectors repeated H·W times broadcast along rows only (on the
     [B·H·W, C] view ATen's loops would run 11 elements at a time), and fuses the two norms and
@@ -95,7 +95,7 @@ class _BatchNormPair(torch.autograd.Function):
             stats += [mean, var]
         ctx.save_for_backward(*saved, weight_a, weight_b)
         ctx.mark_non_differentiable(*stats)
-        return (_from_wide(out, a.shape), *stats)
+        return (_image(out, a.shape), *stats)
 
     @staticmethod
     def backward(ctx, grad, *_):  # type: ignore[override]
@@ -111,7 +111,7 @@ class _BatchNormPair(torch.autograd.Function):
             # d/dx of BN: scale · (g − mean(g) − x̂ · mean(g · x̂)), with x̂ = centred · invstd
             dx = torch.addcmul((-scale * sum_g / count).repeat(per_row), g, scale.repeat(per_row))
             dx.addcmul_(centred, (-scale * invstd * invstd * sum_gc / count).repeat(per_row))
-            grads += [_from_wide(dx, grad.shape), invstd * sum_gc, sum_g]
+            grads += [_image(dx, grad.shape), invstd * sum_gc, sum_g]
         dx_a, dweight_a, dbias_a, dx_b, dweight_b, dbias_b = grads
         return dx_a, dx_b, dweight_a, dbias_a, dweight_b, dbias_b, None
 
@@ -119,12 +119,6 @@ class _BatchNormPair(torch.autograd.Function):
 def _wide(x: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] as [B, H·W·C]: a view when x is channels-last, a copy otherwise."""
     return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
-
-
-def _from_wide(wide: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """The channels-last [B, C, H, W] image a [B, H·W·C] matrix holds (the inverse of `_wide`)."""
-    b, c, h, w = shape
-    return wide.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 def _channel_sums(wide: torch.Tensor, per_row: int) -> torch.Tensor:
@@ -207,8 +201,8 @@ class _Publish(torch.autograd.Function):
         for e, g in enumerate(target_grads):
             total = g * w[e] if total is None else total.addcmul_(g, w[e])
         grad_w = None
-        if ctx.needs_input_grad[1]:  # under bf16 autocast gradients and activations may differ in dtype
-            rows = _member_rows(y, k)
+        if ctx.needs_input_grad[1]:
+            rows = _member_rows(y, k)  # under bf16 autocast, gradients and activations may differ in dtype
             if k == 1:
                 flat = rows.reshape(-1)
                 grad_w = torch.stack([torch.dot(g.reshape(-1).to(flat.dtype), flat) for g in target_grads])
@@ -321,7 +315,7 @@ class DagNet(nn.Module):
         """Logits for a batch of normalised images."""
         strengths = self.edge_strengths()
         padded = F.pad(strengths, (0, 1))  # slot num_edges: "no edge", always zero
-        # Channels-last throughout: mkldnn's convolutions with 11-44 channels are 2-3x faster in it.
+        # Channels-last throughout: mkldnn's convolutions with 11-22 channels are about 2x faster in it.
         outputs: dict[int, torch.Tensor] = {0: self.nodes["0"](x.contiguous(memory_format=torch.channels_last))}
         published: dict[int, torch.Tensor] = {}  # what the in-stage sums read of each source
         node_grads: dict[int, torch.Tensor] = {}  # filled in backward by _InnerSum, read by _Publish
