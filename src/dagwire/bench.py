@@ -7,6 +7,7 @@ fast `DagNet` is measured and tested against, not a code path users run.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import time
@@ -19,6 +20,7 @@ from torch import nn
 from . import counts
 from . import spec as specs
 from .model import EDGE_INIT, NodeOp, create_model
+from .train import autocast
 
 
 class ReferenceNodeOp(NodeOp):
@@ -89,8 +91,39 @@ def cmnist_like_graph(num_nodes: int = 60, stages: int = 3, seed: int = 0) -> sp
     return specs.from_edge_list(num_nodes, (per_stage,) * stages, edges)
 
 
+def _train_step(model: nn.Module, batch: int, image: int, device: torch.device, lam: float,
+                precision: str) -> Callable[[], None]:
+    """One SGD step (forward, backward, step, λ term) of `model` on a fixed synthetic batch, as a function."""
+    model.to(device).train()
+    members = getattr(model, "members", 1)  # K networks in one (--batch-seeds): K batches, K losses
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3 * members, image, image, generator=generator).to(device)
+    y = torch.randint(0, 10, (batch * members,), generator=generator).to(device)
+
+    def step() -> None:
+        with autocast(device, precision):
+            logits = model(x).view(batch, members, -1).transpose(0, 1).reshape(batch * members, -1)
+            # Mean over each member's batch, summed over members: what `train_seeds` minimises.
+            loss = F.cross_entropy(logits, y) * members + lam * model.resources_loss()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _seconds(work: Callable[[], None], device: torch.device) -> float:
+    """Wall-clock seconds of `work`, the device synchronised before and after."""
+    _sync(device)
+    started = time.perf_counter()
+    work()
+    _sync(device)
+    return time.perf_counter() - started
+
+
 def time_train_steps(models: dict[str, nn.Module], batch: int, image: int, device: torch.device, steps: int = 5,
-                     warmup: int = 3, lam: float = 1e-3) -> dict[str, float]:
+                     warmup: int = 3, lam: float = 1e-3, precision: str = "fp32") -> dict[str, float]:
     """Median seconds of one SGD step (forward, backward, step, λ term) of each model, after warm-up.
 
     Each model is timed on its own, all its steps in a row, as a training run uses the machine:
@@ -100,27 +133,27 @@ def time_train_steps(models: dict[str, nn.Module], batch: int, image: int, devic
     """
     seconds = {}
     for name, model in models.items():
-        model.to(device).train()
-        members = getattr(model, "members", 1)  # K networks in one (--batch-seeds): K batches, K losses
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(batch, 3 * members, image, image, generator=generator).to(device)
-        y = torch.randint(0, 10, (batch * members,), generator=generator).to(device)
-        times = []
-        for step in range(warmup + steps):
-            _sync(device)
-            started = time.perf_counter()
-            logits = model(x).view(batch, members, -1).transpose(0, 1).reshape(batch * members, -1)
-            # Mean over each member's batch, summed over members: what `train_seeds` minimises.
-            loss = F.cross_entropy(logits, y) * members + lam * model.resources_loss()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            _sync(device)
-            if step >= warmup:
-                times.append(time.perf_counter() - started)
-        seconds[name] = statistics.median(times)
+        step = _train_step(model, batch, image, device, lam, precision)
+        times = [_seconds(step, device) for _ in range(warmup + steps)]
+        seconds[name] = statistics.median(times[warmup:])
     return seconds
+
+
+def time_epoch(model: nn.Module, images: int, batch: int, image: int, device: torch.device, warmup: int = 3,
+               lam: float = 1e-3, precision: str = "fp32") -> float:
+    """Seconds of ceil(images / batch) training steps in a row after warm-up: one epoch's training.
+
+    Synthetic batches already on the device: no data loading, augmentation or evaluation.
+    """
+    step = _train_step(model, batch, image, device, lam, precision)
+    for _ in range(warmup):
+        step()
+
+    def epoch() -> None:
+        for _ in range(math.ceil(images / batch)):
+            step()
+
+    return _seconds(epoch, device)
 
 
 def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
@@ -146,7 +179,7 @@ def _sync(device: torch.device) -> None:
 def run_benchmark(
     nodes: int = 60, stages: int = 3, channels: int = 11, batch: int = 128, image: int = 32,
     device: str = "cpu", steps: int = 5, reference: bool = True, log: Callable[[str], None] | None = None,
-    batch_seeds: int = 1,
+    batch_seeds: int = 1, precision: str = "fp32", epoch_images: int = 0,
 ) -> dict:
     """Every number of `dagwire bench` as one dict."""
     dev = torch.device(device)
@@ -155,7 +188,8 @@ def run_benchmark(
     flops_per_step = 3 * batch * counts.flops_per_image(full, channels, image)  # backward ≈ 2 × forward
     say = log or (lambda message: None)
     result: dict = {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "nodes": nodes, "stages": stages, "channels": channels, "batch": batch, "image": image}
+                    "nodes": nodes, "stages": stages, "channels": channels, "batch": batch, "image": image,
+                    "precision": precision}
     say("matmul ceiling")
     result["matmul_gflops"] = matmul_gflops(dev)
     sparse = cmnist_like_graph(nodes, stages)
@@ -164,7 +198,7 @@ def run_benchmark(
     if reference:
         models["reference"] = ReferenceDagNet(full, channels)
     say(f"{', '.join(models)} steps")
-    seconds = time_train_steps(models, batch, image, dev, steps)
+    seconds = time_train_steps(models, batch, image, dev, steps, precision=precision)
     del models
     result["full_step_s"] = seconds["full"]
     result["images_per_s"] = batch / result["full_step_s"]
@@ -182,6 +216,12 @@ def run_benchmark(
         say(f"{batch_seeds} seeds in one network")
         result["batch_seeds"] = batch_seeds
         stacked = create_model(full, channels, members=batch_seeds)
-        result["batch_seeds_step_s"] = time_train_steps({"stacked": stacked}, batch, image, dev, max(2, steps // 2))["stacked"]
+        result["batch_seeds_step_s"] = time_train_steps({"stacked": stacked}, batch, image, dev, max(2, steps // 2),
+                                                        precision=precision)["stacked"]
         result["batch_seeds_speedup"] = batch_seeds * result["full_step_s"] / result["batch_seeds_step_s"]
+        del stacked
+    if epoch_images:
+        say(f"one epoch of {epoch_images} images")
+        result["epoch_images"] = epoch_images
+        result["epoch_s"] = time_epoch(create_model(full, channels), epoch_images, batch, image, dev, precision=precision)
     return result

@@ -263,8 +263,13 @@ def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, qui
 @click.option("--no-reference", is_flag=True, help="Skip the slow straightforward implementation.")
 @click.option("--batch-seeds", type=int, default=1, show_default=True,
               help="Also time K seeds in one network (batch_seeds_speedup: vs K steps one after another).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: autocast the steps as `train --precision bf16` does.")
+@click.option("--epoch-images", type=int, default=0, show_default=True,
+              help="Also time one epoch's training steps on this many images (epoch_s; 0: skip).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench(nodes, stages, channels, batch_size, image_size, steps, device, no_reference, batch_seeds, as_json) -> None:
+def bench(nodes, stages, channels, batch_size, image_size, steps, device, no_reference, batch_seeds, precision,
+          epoch_images, as_json) -> None:
     """Time one training step of the complete DAG, a pruned graph and a straightforward reference."""
     from . import spec as specs
     from .bench import run_benchmark
@@ -273,10 +278,12 @@ def bench(nodes, stages, channels, batch_size, image_size, steps, device, no_ref
     specs.equal_stages(nodes, stages)
     if min(channels, batch_size, image_size, steps, batch_seeds) < 1:
         raise DagwireError("--channels, --batch-size, --image-size, --steps and --batch-seeds must be positive")
+    if epoch_images < 0:
+        raise DagwireError(f"--epoch-images must be 0 or more, got {epoch_images}")
     resolve_device(device)
     log = None if as_json else (lambda message: click.echo(f"timing {message} ...", err=True))
     result = run_benchmark(nodes, stages, channels, batch_size, image_size, device, steps, not no_reference, log,
-                           batch_seeds)
+                           batch_seeds, precision, epoch_images)
     if as_json:
         click.echo(json.dumps(result))
     else:
