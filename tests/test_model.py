@@ -279,3 +279,17 @@ def test_bf16_autocast_stays_close_to_fp32_and_to_aten_batch_norm():
     full = fast(x)
     assert torch.allclose(low, full, atol=0.03) and not torch.equal(low, full)
     assert torch.allclose(low, ref_low, atol=0.03)
+
+
+def test_second_backward_through_a_retained_graph_adds_the_same_gradients():
+    """The in-stage sums file their gradients per backward pass; a retained graph can be reused."""
+    fast, ref = fast_and_reference(specs.complete(6, 2), 2, 5)
+    x = torch.randn(3, 3, 8, 8)
+    loss = fast(x).square().sum()
+    loss.backward(retain_graph=True)
+    once = {name: p.grad.clone() for name, p in fast.named_parameters()}
+    loss.backward()
+    ref(x).square().sum().backward()
+    for name, p in fast.named_parameters():
+        assert torch.allclose(p.grad, 2 * once[name], atol=1e-6), name
+        assert torch.allclose(once[name], dict(ref.named_parameters())[name].grad, atol=1e-5, rtol=1e-4), name
