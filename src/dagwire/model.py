@@ -53,13 +53,8 @@ class NodeOp(nn.Module):
         return out
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] as its [B·H·W, C] matrix: a view when x is channels-last, a copy otherwise."""
-    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
-
-
 def _image(rows: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """A [B·H·W, C] or [B, H·W·C] matrix as the channels-last image it holds (inverse of `_rows`, `_wide`)."""
+    """A [B, H·W·C] or [B·H·W, C] matrix as the channels-last image it holds (the inverse of `_wide`)."""
     b, c, h, w = shape
     return rows.view(b, h, w, c).permute(0, 3, 1, 2)
 
@@ -139,7 +134,7 @@ def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Ten
 
 def _member_rows(x: torch.Tensor, members: int) -> torch.Tensor:
     """[B, K·c, H, W] as [B·H·W, K, c]: member k's channels in column block k (a view when channels-last)."""
-    return _rows(x).view(-1, members, x.shape[1] // members)
+    return _wide(x).view(-1, members, x.shape[1] // members)
 
 
 def _sum_inputs(weights: torch.Tensor, base: torch.Tensor | None, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
