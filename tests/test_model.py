@@ -8,35 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from dagwire import counts, spec as specs
+from dagwire.doctor import plain_forward as reference_forward
 from dagwire.errors import SpecError
 from dagwire.model import (
     count_parameters, create_model, load_model, materialise, save_weights, split_members, split_state, stack_members,
 )
-
-
-def reference_forward(model, x):
-    """SPEC §1 written out edge by edge with functional ops on the model's own parameters."""
-    p = dict(model.named_parameters())
-    g = model.spec
-
-    def op(prefix, h, stride):
-        a = F.conv2d(F.relu(h), p[f"{prefix}.conv3.weight"], stride=stride, padding=1)
-        a = F.batch_norm(a, None, None, p[f"{prefix}.bn3.weight"], p[f"{prefix}.bn3.bias"], training=True)
-        b = F.conv2d(h, p[f"{prefix}.conv1.weight"], stride=stride)
-        b = F.batch_norm(b, None, None, p[f"{prefix}.bn1.weight"], p[f"{prefix}.bn1.bias"], training=True)
-        return a + b
-
-    out = {0: op("nodes.0", x, 1)}
-    for j in g.active_nodes()[1:]:
-        total = 0
-        for e, (i, jj) in enumerate(g.edges):
-            if jj != j:
-                continue
-            k = g.stage_of(j) - g.stage_of(i)
-            source = out[i] if k == 0 else op(f"reduces.{i}_{k}", out[i], 2**k)
-            total = total + torch.tanh(p["edge_weights"][e]) * source
-        out[j] = op(f"nodes.{j}", total, 1)
-    return F.linear(out[g.output].mean(dim=(2, 3)), p["head.weight"], p["head.bias"])
 
 
 def random_dag(n, stages, p, seed):

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import counts
 from . import spec as specs
-from .model import EDGE_INIT, NodeOp, create_model
+from .model import EDGE_INIT, NodeOp, create_model, pointwise
 from .train import autocast
 
 
@@ -28,7 +28,7 @@ class ReferenceNodeOp(NodeOp):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """BN(Conv3x3(ReLU(x))) + BN(Conv1x1(x))."""
-        return self.bn3(self.conv3(F.relu(x))) + self.bn1(self.conv1(x))
+        return self.bn3(self.conv3(F.relu(x))) + self.bn1(pointwise(self.conv1, x))
 
 
 class ReferenceDagNet(nn.Module):

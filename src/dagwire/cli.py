@@ -72,7 +72,8 @@ def _config_from_flags(config_path, **flags):
 @click.option("--batch-seeds", type=int, default=1, show_default=True,
               help="Train seeds seed..seed+K-1 as K members of one network (same math as K runs).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(config_path, out, resume, batch_seeds, quiet, **flags) -> None:
+@click.option("--skip-doctor", is_flag=True, help="Train even if `dagwire doctor`'s quick check fails (not advised).")
+def train(config_path, out, resume, batch_seeds, quiet, skip_doctor, **flags) -> None:
     """Train the DAG network on a dataset; write metrics, edge history, checkpoints and graph.json."""
     from .train import load_run_config, seed_configs, train_seeds
 
@@ -86,18 +87,48 @@ def train(config_path, out, resume, batch_seeds, quiet, **flags) -> None:
         if not (Path(resume) / "config.yaml").exists():  # the OUT of a --batch-seeds run: its seed<s> runs
             members = sorted(p.parent for p in Path(resume).glob("seed*/config.yaml")) or members
         configs = [load_run_config(run, device=given.get("device")) for run in members]
+        check_kernels(configs[0].device, skip_doctor)
         results = train_seeds(configs, members, resume=True, progress=not quiet)
     else:
         if not out:
             raise DagwireError("--out DIR is required (the run directory to create)")
         configs = seed_configs(_config_from_flags(config_path, **flags), batch_seeds)
         members = [Path(out)] if batch_seeds == 1 else [Path(out) / f"seed{c.seed}" for c in configs]
+        check_kernels(configs[0].device, skip_doctor)
         results = train_seeds(configs, members, progress=not quiet)
     for config, result in zip(configs, results):
         click.echo(
             f"done: test accuracy {result.test_accuracy:.4f}, thresholded (τ={config.threshold}) "
             f"{result.thresholded_accuracy:.4f}; graph in {result.out / 'graph.json'}"
         )
+
+
+def check_kernels(device: str, skip: bool, threads: int = 0) -> None:
+    """Before training: `dagwire doctor`'s quick form, once per machine and device (cached); skip: a warning."""
+    from .doctor import ensure_healthy
+    from .train import resolve_device
+
+    resolve_device(device)
+    if skip:
+        click.echo("dagwire: warning: --skip-doctor: the network's kernels were not checked on this machine", err=True)
+        return
+    ensure_healthy(device, threads, say=lambda message: click.echo(message, err=True))
+
+
+@cli.command()
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+@click.option("--full", is_flag=True, help="Every C from 1 to 16 at 1-3 stages, 1 and 2 members (about a minute).")
+@click.option("--threads", type=int, default=0, help="Torch threads in the checks (default: torch's own).")
+def doctor(device, full, threads) -> None:
+    """Check the network's forward and backward against float64 on this machine's kernels (exit 1 on failure)."""
+    from .doctor import doctor as run_doctor
+    from .train import resolve_device
+
+    resolve_device(device)
+    if threads < 0:
+        raise DagwireError(f"--threads must be 0 or more, got {threads}")
+    if not run_doctor(device, full=full, threads=threads, say=click.echo):
+        raise click.exceptions.Exit(1)
 
 
 @cli.command()

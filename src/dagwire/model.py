@@ -42,7 +42,7 @@ class NodeOp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the op."""
-        a, b = self.conv3(F.relu(x)), self.conv1(x)
+        a, b = self.conv3(F.relu(x)), pointwise(self.conv1, x)
         if not (self.training and a.device.type == "cpu") or torch.compiler.is_compiling():
             return self.bn3(a) + self.bn1(b)
         out, *stats = _BatchNormPair.apply(a, b, self.bn3.weight, self.bn3.bias, self.bn1.weight, self.bn1.bias,
@@ -51,6 +51,20 @@ class NodeOp(nn.Module):
         _update_running_stats(self.bn3, stats[0], stats[1], rows)
         _update_running_stats(self.bn1, stats[2], stats[3], rows)
         return out
+
+
+def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The 1×1 convolution `conv` of x, its stride taken by slicing: conv1x1(x[..., ::s, ::s]).
+
+    Never oneDNN's strided 1×1 kernel: on channels-last inputs with fewer input channels than its
+    channel block (8 with AVX2, 16 with AVX-512) its weight gradient writes past its workspace
+    (oneDNN issue 6035): hangs, heap corruption, or gradients off by 40-100 %. Slicing first is
+    the same math and less work; `dagwire doctor` and tests/test_kernels.py check it on every C.
+    """
+    s = conv.stride
+    if s != (1, 1):
+        x = x[:, :, ::s[0], ::s[1]]
+    return F.conv2d(x, conv.weight, conv.bias, groups=conv.groups)
 
 
 def _image(rows: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

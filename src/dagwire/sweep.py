@@ -522,6 +522,10 @@ def _run_task(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     pending.append(k)
             if pending:
                 config = build_config(None, **jobs[pending[0]]["config"])
+                if jobs[0].get("check_kernels", True):  # once per node and device: the verdict is cached
+                    from .doctor import ensure_healthy
+
+                    ensure_healthy(config.device, max(1, int(jobs[0]["cpus"])))
                 data = load_dataset(config.dataset, config.data_dir, limit_train=config.limit_train,
                                     limit_test=config.limit_test, carve_test=config.carve_test,
                                     data_seed=config.data_seed)
@@ -737,7 +741,7 @@ class SweepResult:
 
 def run_sweep(
     plan: SweepPlan, sweep_dir: str | os.PathLike, *, address: str | None = None, cpus_per_run: int = 1,
-    gpus_per_run: float = 0.0, batch_seeds: int = 1, progress: bool = True,
+    gpus_per_run: float = 0.0, batch_seeds: int = 1, progress: bool = True, check_kernels: bool = True,
 ) -> SweepResult:
     """Run every unfinished (dataset, seed) of `plan` into `sweep_dir` as Ray tasks; resumable."""
     import yaml
@@ -776,7 +780,8 @@ def run_sweep(
             rows[(d, s)] = make_row(d, s, rel, {"status": "pending"})
         write_tables(sweep_dir, runs_frame(list(rows.values()), stages))
         if todo:
-            _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm)
+            _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm,
+                     check_kernels)
     finally:
         if started:
             import ray
@@ -800,7 +805,8 @@ def seed_groups(todo: list[tuple[str, int, str]], batch_seeds: int) -> list[list
     return groups
 
 
-def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm) -> None:
+def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm,
+             check_kernels) -> None:
     """Submit the runs, then record each as it finishes (runs.csv and runs.parquet rewritten each time)."""
     import ray
 
@@ -808,7 +814,8 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, ba
     refs = {}
     for group in seed_groups(todo, batch_seeds):
         jobs = [{"config": plan.run_config(dataset, seed).to_dict(), "run_dir": str((sweep_dir / rel).resolve()),
-                 "cpus": cpus_per_run, "retrain": plan.retrain} for dataset, seed, rel in group]
+                 "cpus": cpus_per_run, "retrain": plan.retrain, "check_kernels": check_kernels}
+                for dataset, seed, rel in group]
         refs[task.remote(jobs)] = group
     counts = {"done": sum(r["status"] == "done" for r in rows.values()), "failed": 0}
     bar = tqdm(total=len(rows), initial=counts["done"], desc="sweep", unit="run", disable=not progress)
@@ -857,8 +864,9 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, ba
 @click.option("--batch-seeds", type=int, default=1, show_default=True,
               help="Train K seeds of a dataset as members of one network, one Ray task (same math; a GPU lever).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--skip-doctor", is_flag=True, help="Run even if `dagwire doctor`'s quick check fails (not advised).")
 def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_run, retrain, batch_seeds, quiet,
-                  config_path=None, **flags) -> None:
+                  skip_doctor, config_path=None, **flags) -> None:
     """Run every (dataset, seed) as an independent training run through Ray; rerun to resume.
 
     Each run also gets thresholds.csv, features.json and dynamics.json; DIR/runs.csv and
@@ -877,8 +885,12 @@ def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_
     else:
         plan = make_plan(datasets, seeds, preset, config_path, check_files=address is None, retrain=retrain,
                          **flags)
+    if address is None:  # a local sweep checks this machine first; on a cluster each node checks itself
+        from .cli import check_kernels
+
+        check_kernels(plan.device, skip_doctor, threads=cpus_per_run)
     result = run_sweep(plan, sweep_dir, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                       batch_seeds=batch_seeds, progress=not quiet)
+                       batch_seeds=batch_seeds, progress=not quiet, check_kernels=not skip_doctor)
     total = len(result.table)
     click.echo(f"sweep {sweep_dir}: {result.done}/{total} done, {result.failed} failed "
                f"({result.ran} run now); table in {sweep_dir / 'runs.csv'} and runs.parquet")
