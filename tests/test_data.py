@@ -468,6 +468,24 @@ def test_limits_stratified_and_seeded(tmp_path, monkeypatch):
     np.testing.assert_array_equal(big.train_x, full.train_x)
 
 
+def test_holdout_is_disjoint_stratified_and_drawn_before_the_limit(tmp_path, monkeypatch):
+    make_idx_set(monkeypatch, tmp_path, n_train=400, n_test=200)
+    full = data.load_dataset("cmnist", tmp_path)
+    ds = data.load_dataset("cmnist", tmp_path, holdout=100, limit_train=200, data_seed=1)
+    assert len(ds.holdout_y) == 100 and len(ds.train_y) == 200
+    np.testing.assert_array_equal(np.bincount(ds.holdout_y, minlength=10), [10] * 10)
+    held = {x.tobytes() for x in ds.holdout_x}
+    assert not held & {x.tobytes() for x in ds.train_x}  # never trained on
+    assert held <= {x.tobytes() for x in full.train_x}
+    np.testing.assert_array_equal(ds.test_x, full.test_x)  # the test split is untouched
+    again = data.load_dataset("cmnist", tmp_path, holdout=100, limit_train=150, data_seed=1)
+    np.testing.assert_array_equal(again.holdout_x, ds.holdout_x)  # the limit does not move the hold-out
+    np.testing.assert_allclose(ds.mean, (ds.train_x / 255.0).mean(axis=(0, 2, 3)), atol=1e-12)
+    assert data.load_dataset("cmnist", tmp_path).holdout_x is None
+    with pytest.raises(DataError, match="leaves no training images"):
+        data.load_dataset("cmnist", tmp_path, holdout=400)
+
+
 @pytest.mark.parametrize("kwargs", [dict(limit_train=0), dict(limit_test=-3), dict(limit_train=2.5),
                                     dict(limit_train=True), dict(carve_test=0.0), dict(carve_test=1.0),
                                     dict(carve_test=1.5), dict(carve_test=-0.1), dict(data_seed=-1),

@@ -122,6 +122,8 @@ def test_training_reduces_the_loss_and_moves_edge_weights(tmp_path, tiny_npz):
         (["--epochs", "0"], "--epochs"),
         (["--config", "/nonexistent/c.yaml"], "not found"),
         (["--lr-milestones", "a,b"], "milestones"),
+        (["--lr-milestones", "1.5"], "milestones"),
+        (["--holdout", "0"], "holdout"),
         (["--device", "tpu"], "--device"),
     ],
 )
@@ -296,3 +298,38 @@ def test_batch_seeds_on_the_command_line(tmp_path, tiny_npz, capsys):
     assert run_cli("train", "--dataset", tiny_npz, *TINY, "--batch-seeds", "0", "--out", tmp_path / "x") == 2
     assert "--batch-seeds must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("given, steps", [
+    (None, [8 * 10, 9 * 10]),  # 80% and 90% of 10 epochs, at 10 steps an epoch
+    ([3, 7], [30, 70]),  # epochs
+    ([0.5, 0.75], [50, 75]),  # fractions of all 100 steps
+    (["25s", "41s"], [25, 41]),  # step counts, inside an epoch
+])
+def test_milestones_as_epochs_fractions_or_steps(given, steps):
+    config = build_config(None, epochs=10, lr_milestones=given)
+    assert config.milestone_steps(10) == steps
+    rates = [config.learning_rate(t, 10) for t in range(100)]
+    assert rates[0] == 0.1 and rates[steps[0]] == pytest.approx(0.01) and rates[steps[1]] == pytest.approx(0.001)
+    assert rates[steps[0] - 1] == 0.1 and rates[steps[1] - 1] == pytest.approx(0.01)
+
+
+def test_milestones_parse_from_the_command_line_and_yaml(tmp_path):
+    from dagwire.config import parse_milestones
+
+    assert parse_milestones("80,90") == [80, 90]
+    assert parse_milestones("0.8, 0.9") == [0.8, 0.9]
+    assert parse_milestones("500s,740s") == ["500s", "740s"]
+    assert parse_milestones(["500s", 30, 0.5]) == ["500s", 30, 0.5]
+    path = tmp_path / "c.yaml"
+    path.write_text("lr_milestones: [500s, 740s]\nepochs: 39\n")
+    assert build_config(path).milestone_steps(40) == [500, 740]
+
+
+def test_step_milestones_drop_the_rate_inside_an_epoch(tmp_path, tiny_npz):
+    # 64 images, batch 16: 4 steps an epoch; the drop at step 6 falls inside epoch 2.
+    out = tmp_path / "run"
+    assert run_cli("train", "--dataset", tiny_npz, *TINY, "--epochs", "3", "--lr-milestones", "6s,9s",
+                   "--out", out) == 0
+    lrs = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.1, 0.01, 0.001])  # the rate of each epoch's last step

@@ -38,7 +38,9 @@ def train_options(fn):
         click.option("--momentum", type=float, help="SGD momentum (default 0.9)."),
         click.option("--weight-decay", type=float, help="Weight decay (default 1e-4)."),
         click.option("--lam", type=float, help="λ of the L1 resources term (default 1e-3)."),
-        click.option("--lr-milestones", help="Comma-separated epochs where lr drops (default 80%,90% of epochs)."),
+        click.option("--lr-milestones", help="Where lr drops ×lr-gamma: epochs (80,90), fractions of all steps "
+                                             "(0.8,0.9) or step counts (500s,740s); default 80%,90% of the epochs."),
+        click.option("--holdout", type=int, help="Hold out N training images (stratified, by --data-seed), never trained on."),
         click.option("--augment/--no-augment", default=None, help="Random crop + flip (default on)."),
         click.option("--seed", type=int, help="Seed of initialisation and data order (default 0)."),
         click.option("--device", help="cpu (default), cuda, cuda:N."),
@@ -52,17 +54,9 @@ def train_options(fn):
 
 
 def _config_from_flags(config_path, **flags):
-    from .config import build_config
+    from .config import build_config, given_values
 
-    if "compile_" in flags:
-        flags["compile"] = flags.pop("compile_")
-    milestones = flags.pop("lr_milestones", None)
-    if milestones is not None:
-        try:
-            flags["lr_milestones"] = [int(v) for v in milestones.split(",") if v.strip()]
-        except ValueError:
-            raise DagwireError(f"--lr-milestones must be comma-separated integers, got {milestones!r}") from None
-    return build_config(config_path, **flags)
+    return build_config(config_path, **given_values(flags))
 
 
 @cli.command()

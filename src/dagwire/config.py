@@ -36,9 +36,12 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     lam: float = 1e-3
-    lr_milestones: list[int] | None = None  # None: 80% and 90% of the epochs (80, 90 of 100)
+    # Where lr is multiplied by lr_gamma: an int is an epoch, a fraction in (0, 1) a share of all
+    # steps, "500s" a step count (see milestone_steps). None: 80% and 90% of the epochs.
+    lr_milestones: list[int | float | str] | None = None
     lr_gamma: float = 0.1
     augment: bool = True
+    holdout: int | None = None  # training images held out (stratified, fixed by data_seed), never trained on
     seed: int = 0
     device: str = "cpu"
     eval_batch_size: int = 1000
@@ -46,11 +49,28 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network: minutes of compiling, pays off on long GPU runs
     precision: str = "fp32"  # "bf16": autocast matmuls and convolutions to bfloat16 (fast on GPUs)
 
-    def milestones(self) -> list[int]:
-        """Epochs after which the learning rate is multiplied by lr_gamma."""
-        if self.lr_milestones is not None:
-            return list(self.lr_milestones)
-        return [round(0.8 * self.epochs), round(0.9 * self.epochs)]
+    def milestone_steps(self, steps_per_epoch: int) -> list[int]:
+        """The SGD steps (counted from 0) from which on the learning rate is multiplied by lr_gamma once more."""
+        if self.lr_milestones is None:
+            return [round(0.8 * self.epochs) * steps_per_epoch, round(0.9 * self.epochs) * steps_per_epoch]
+        total = self.epochs * steps_per_epoch
+        steps = []
+        for m in self.lr_milestones:
+            if isinstance(m, str):
+                steps.append(int(m[:-1]))
+            elif isinstance(m, float):
+                steps.append(round(m * total))
+            else:
+                steps.append(m * steps_per_epoch)
+        return sorted(steps)
+
+    def learning_rate(self, step: int, steps_per_epoch: int) -> float:
+        """The learning rate of SGD step `step` (from 0): lr, times lr_gamma at every milestone passed."""
+        lr = self.lr
+        for milestone in self.milestone_steps(steps_per_epoch):
+            if step >= milestone:
+                lr *= self.lr_gamma  # repeated products, as torch's MultiStepLR computes them
+        return lr
 
     def validate(self) -> "TrainConfig":
         """Raise DagwireError on values no run can use; return self."""
@@ -71,6 +91,7 @@ class TrainConfig:
             (self.carve_test is None or 0 < self.carve_test < 1, f"--carve-test must be in (0, 1), got {self.carve_test}"),
             (self.threshold >= 0, f"--threshold must be >= 0, got {self.threshold}"),
             (self.local_window >= 1, f"--local-window must be >= 1, got {self.local_window}"),
+            (self.holdout is None or self.holdout >= 1, f"--holdout must be >= 1, got {self.holdout}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -147,11 +168,50 @@ def _coerce(key: str, value: Any, type_name: str) -> Any:
                 raise ValueError
             return float(value)
         if type_name.startswith("list"):
-            if not isinstance(value, (list, tuple)):
-                raise ValueError
-            return [int(v) for v in value]
+            return parse_milestones(value)
         if type_name.startswith("str"):
             return str(value)
     except (TypeError, ValueError):
         raise DagwireError(f"option {key}: {value!r} is not a valid {type_name.split(' ')[0]}") from None
     return value
+
+
+def parse_milestones(value: Any) -> list[int | float | str]:
+    """Milestones from "80,90", "0.8,0.9", "500s,740s" or a YAML list of those: epochs, fractions, steps."""
+    items = str(value).split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise DagwireError(f"--lr-milestones must be a list of epochs, fractions or step counts, got {value!r}")
+    parsed: list[int | float | str] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            if text.endswith("s") and text[:-1].isdigit():
+                parsed.append(f"{int(text[:-1])}s")
+            elif isinstance(item, bool):
+                raise ValueError
+            elif "." in text or "e" in text.lower():
+                fraction = float(text)
+                if not 0 < fraction < 1:
+                    raise ValueError
+                parsed.append(fraction)
+            else:
+                epoch = int(text)
+                if epoch < 0:
+                    raise ValueError
+                parsed.append(epoch)
+        except ValueError:
+            raise DagwireError(f"--lr-milestones: {text!r} is not an epoch (80), a fraction of the steps (0.8) "
+                               f"or a step count (500s)") from None
+    return parsed
+
+
+def given_values(flags: dict[str, Any]) -> dict[str, Any]:
+    """The train flags that were given (None: not given), as TrainConfig field values."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "compile_" in given:
+        given["compile"] = given.pop("compile_")
+    if "lr_milestones" in given:
+        given["lr_milestones"] = parse_milestones(given["lr_milestones"])
+    return given

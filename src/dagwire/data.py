@@ -175,6 +175,9 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: dict = field(default_factory=dict)
+    # Training images held out (`holdout`): never trained on; for choosing τ without the test set.
+    holdout_x: np.ndarray | None = None
+    holdout_y: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -828,9 +831,14 @@ def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, limit_train: int | None = None,
                  limit_test: int | None = None, carve_test: float | None = None, data_seed: int = 0,
-                 download: bool = True, image_size: int = 32) -> Dataset:
-    """Load a registered dataset or `folder:DIR` / `npz:FILE`, optionally carved and subsampled."""
+                 download: bool = True, image_size: int = 32, holdout: int | None = None) -> Dataset:
+    """Load a registered dataset or `folder:DIR` / `npz:FILE`, optionally carved and subsampled.
+
+    `holdout` images are set aside from the training split first (stratified, fixed by data_seed),
+    then `limit_train` draws from the rest.
+    """
     limit_train = _check_count(limit_train, "limit_train")
+    holdout = _check_count(holdout, "holdout")
     limit_test = _check_count(limit_test, "limit_test")
     if carve_test is not None:
         if isinstance(carve_test, bool) or not isinstance(carve_test, (int, float, np.floating)) \
@@ -901,15 +909,30 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, limit_
             idx = idx[keep]
         return np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx], dtype=np.int64)
 
+    holdout_x = holdout_y = None
+    if holdout is not None:
+        x, y, idx = train
+        if holdout >= len(idx):
+            raise DataError(f"{name}: holdout={holdout} leaves no training images (the split has {len(idx)})")
+        kept, rest = _subset(y[idx], holdout, data_seed, f"{name} holdout={holdout}")
+        holdout_x, holdout_y = np.ascontiguousarray(x[idx[kept]]), np.ascontiguousarray(y[idx[kept]], dtype=np.int64)
+        train = (x, y, idx[rest])
     train_x, train_y = limited(train, limit_train, "limit_train")
     test_x, test_y = limited(test, limit_test, "limit_test")
     if len(train_y) == 0 or len(test_y) == 0:
         raise DataError(f"{name}: empty train or test split")
     source.update(limit_train=limit_train, limit_test=limit_test, carve_test=carve_test, data_seed=int(data_seed),
+                  holdout=holdout,
                   recipe_version=RECIPE_VERSION, n_train=int(len(train_y)), n_test=int(len(test_y)))
     mean, std = _channel_stats(train_x)
     return Dataset(name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                   classes=list(classes), mean=mean, std=std, source=source)
+                   classes=list(classes), mean=mean, std=std, source=source, holdout_x=holdout_x, holdout_y=holdout_y)
+
+
+def load_dataset_for(config: Any) -> Dataset:
+    """The dataset a TrainConfig names, with its carving, limits and hold-out (one place for every command)."""
+    return load_dataset(config.dataset, config.data_dir, limit_train=config.limit_train, limit_test=config.limit_test,
+                        carve_test=config.carve_test, data_seed=config.data_seed, holdout=config.holdout)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import platform
 import selectors
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -261,10 +262,11 @@ def _run_child(cases: Sequence[Case], device: str, threads: int, timeout: float,
     code = f"{preamble}\nimport sys\nfrom dagwire.doctor import _child_main\n_child_main(sys.argv[1:])"
     command = [sys.executable, "-c", code, device, str(threads), payload]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    errors_file = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child can never block on it
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors_file, env=env)
     selector = selectors.DefaultSelector()
     selector.register(child.stdout, selectors.EVENT_READ)
-    settled, current = 0, None
+    settled, current, pending = 0, None, b""
     deadline = time.monotonic() + timeout + 30  # the first case also pays for importing torch
 
     def record(outcome: Outcome) -> None:
@@ -283,36 +285,40 @@ def _run_child(cases: Sequence[Case], device: str, threads: int, timeout: float,
                 return index + 1
             if not selector.select(timeout=min(left, 1.0)):
                 continue
-            line = child.stdout.readline()
-            if not line:  # the child is gone
+            # Raw reads, not readline: a buffered reader could hold a line the selector never reports.
+            chunk = os.read(child.stdout.fileno(), 65536)
+            if not chunk:  # the child is gone
                 code = child.wait()
                 if settled == len(cases):
                     return settled
                 index = current if current is not None else settled
-                stderr = (child.stderr.read() or "").strip().splitlines()
+                errors_file.seek(0)
+                stderr = errors_file.read().decode(errors="replace").strip().splitlines()
                 why = f"signal {-code}" if code < 0 else f"exit code {code}"
                 last = stderr[-1][:160] if stderr else ""
                 record(Outcome(cases[index], "crashed", detail=f"{why}{': ' + last if last else ''}"))
                 return index + 1
-            kind, _, rest = line.strip().partition(" ")
-            if kind == "START":
-                current = int(rest)
-                deadline = time.monotonic() + timeout + (30 if current == 0 else 0)
-            elif kind == "RESULT":
-                index, _, errors_json = rest.partition(" ")
-                errors = json.loads(errors_json)
-                case = cases[int(index)]
-                worst = max(errors.values())
-                where = max(errors, key=errors.get)
-                status = "ok" if worst <= TOLERANCE[case.precision] else "wrong"
-                record(Outcome(case, status, worst, "" if status == "ok" else f"worst: {where}"))
-                settled, current = int(index) + 1, None
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                kind, _, rest = line.decode().strip().partition(" ")
+                if kind == "START":
+                    current = int(rest)
+                    deadline = time.monotonic() + timeout + (30 if current == 0 else 0)
+                elif kind == "RESULT":
+                    index, _, errors_json = rest.partition(" ")
+                    errors = json.loads(errors_json)
+                    case = cases[int(index)]
+                    worst = max(errors.values())
+                    where = max(errors, key=errors.get)
+                    status = "ok" if worst <= TOLERANCE[case.precision] else "wrong"
+                    record(Outcome(case, status, worst, "" if status == "ok" else f"worst: {where}"))
+                    settled, current = int(index) + 1, None
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
         child.stdout.close()
-        child.stderr.close()
+        errors_file.close()
         selector.close()
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import click
 
+from .config import given_values
 from .errors import DagwireError
 from .files import mean_epoch_seconds
 
@@ -83,6 +84,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": "0-2",
         "config": {"nodes": 12, "stages": 3, "channels": 6, "limit_train": 5000, "limit_test": 2000,
                    "epochs": 30, "lam": 5e-3, "data_dir": _shared_data_dir()},
+        "per_dataset": {"cmnist": {"carve_test": 0.2}},
+    },
+    # The CPU reproduction (issue 11): the paper's dynamics at a scale two cores finish in about
+    # 2.5 hours (one step of this network takes about 0.8 s on one thread here). Held from the
+    # paper: lr 0.1 / 0.01 / 0.001 in steps, batch 128, momentum 0.9, weight decay 1e-4, the data
+    # pipeline. Scaled: a 30-node initial DAG (well above the ~12 nodes the paper's easiest task
+    # keeps), C = 4, 5,120 training images (40 steps an epoch), 36 epochs = 1,440 steps: 400 at
+    # lr 0.1, 240 at 0.01, and the longest phase last, 800 at 0.001, which is what separates
+    # datasets: its Σ lr·λ/(1 − momentum) is 0.04 with λ = 5e-3, as the paper's. 1,000 further
+    # training images are held out to choose τ* on; 1,000 test images. Fixed on pilot seed 100
+    # before the study's seeds 0-4 ran (docs/repro.md).
+    "repro": {
+        "datasets": ["cmnist", "cfashionmnist", "cfashionmnist_t8"],
+        "seeds": "0-4",
+        "config": {"nodes": 30, "stages": 3, "channels": 4, "limit_train": 5120, "holdout": 1000,
+                   "limit_test": 1000, "epochs": 36, "lr_milestones": ["400s", "640s"], "lam": 5e-3,
+                   "data_dir": _shared_data_dir()},
         "per_dataset": {"cmnist": {"carve_test": 0.2}},
     },
 }
@@ -157,20 +175,6 @@ def run_dir_names(datasets: list[str]) -> dict[str, str]:
             for d, v in names.items()}
 
 
-def _given_train_values(flags: dict[str, Any]) -> dict[str, Any]:
-    """The train flags that were given, as TrainConfig field values."""
-    given = {k: v for k, v in flags.items() if v is not None}
-    if "compile_" in given:
-        given["compile"] = given.pop("compile_")
-    if "lr_milestones" in given:
-        text = given["lr_milestones"]
-        try:
-            given["lr_milestones"] = [int(v) for v in str(text).split(",") if v.strip()]
-        except ValueError:
-            raise DagwireError(f"--lr-milestones must be comma-separated integers, got {text!r}") from None
-    return given
-
-
 def _absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
     """data_dir and a graph file as absolute paths: Ray workers need not share the driver's cwd."""
     values = dict(values)
@@ -235,7 +239,7 @@ def make_plan(
         if preset not in PRESETS:
             raise DagwireError(f"unknown preset {preset!r}; available: {', '.join(sorted(PRESETS))}")
         chosen = PRESETS[preset]
-    given = {**(read_yaml(config_path) if config_path else {}), **_given_train_values(flags)}
+    given = {**(read_yaml(config_path) if config_path else {}), **given_values(flags)}
 
     if datasets is not None and flags.get("dataset") is not None:
         raise DagwireError("give either --datasets or --dataset, not both")
@@ -271,6 +275,66 @@ def make_plan(
 
         specs.load(config["graph"])
     return plan
+
+
+def lr_phases(config, steps_per_epoch: int) -> list[tuple[float, int]]:
+    """(learning rate, steps) of each phase of a run's schedule, in order."""
+    total = config.epochs * steps_per_epoch
+    bounds = [0, *[min(max(m, 0), total) for m in config.milestone_steps(steps_per_epoch)], total]
+    return [(config.learning_rate(a, steps_per_epoch), b - a) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def describe_plan(plan: SweepPlan, todo: int, cpus_per_run: int = 1, slots: int | None = None,
+                  step_seconds: float | None = None) -> list[str]:
+    """Lines shown before a sweep starts: runs, each dataset's schedule in steps, and the expected time.
+
+    The time is an estimate from one timed training step of the initial network on this machine
+    (or `step_seconds`), plus evaluations at a third of a step per batch.
+    """
+    from .prune import DEFAULT_GRID
+
+    slots = slots or max(1, (os.cpu_count() or 1) // cpus_per_run)
+    lines = [f"plan: {len(plan.datasets)} datasets × {len(plan.seeds)} seeds = {len(plan.runs())} runs "
+             f"({todo} to do), {slots} at a time" + (f" (preset {plan.preset})" if plan.preset else "")]
+    seconds_per_run = []
+    for dataset in plan.datasets:
+        config = plan.run_config(dataset, plan.seeds[0])
+        if config.limit_train is None:
+            lines.append(f"  {dataset}: {config.epochs} epochs of the whole training split")
+            continue
+        per_epoch = math.ceil(config.limit_train / config.batch_size)
+        phases = ", ".join(f"{steps} at lr {lr:.3g}" for lr, steps in lr_phases(config, per_epoch))
+        lines.append(f"  {dataset}: {config.epochs} epochs × {per_epoch} steps = {config.epochs * per_epoch} steps "
+                     f"({phases}); λ = {config.lam:g}")
+        if step_seconds is None:
+            step_seconds = _time_one_step(config, cpus_per_run)
+        eval_batches = math.ceil((config.limit_test or 10_000) / config.batch_size)
+        curve_batches = len(DEFAULT_GRID) * (eval_batches + math.ceil((config.holdout or 0) / config.batch_size))
+        seconds_per_run.append(step_seconds * (config.epochs * per_epoch + (config.epochs * eval_batches
+                                                                              + curve_batches) / 3))
+    if seconds_per_run and todo and step_seconds:
+        mean = sum(seconds_per_run) / len(seconds_per_run)
+        total = mean * math.ceil(todo / slots)
+        lines.append(f"expected: about {mean / 60:.0f} min a run, {total / 3600:.1f} h in all "
+                     f"(one step {step_seconds:.2f} s on {cpus_per_run} thread{'s' if cpus_per_run > 1 else ''} here)")
+    return lines
+
+
+def _time_one_step(config, threads: int) -> float:
+    """Seconds of one training step of the run's initial network on this machine's CPU, `threads` threads."""
+    import torch
+
+    from .bench import time_train_steps
+    from .model import create_model
+    from .train import initial_spec
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = create_model(initial_spec(config), config.channels)
+        return time_train_steps({"run": model}, config.batch_size, 32, torch.device("cpu"), steps=3, warmup=2)["run"]
+    finally:
+        torch.set_num_threads(before)
 
 
 def plan_from_identity(identity: dict[str, Any], device: str | None = None) -> SweepPlan:
@@ -506,7 +570,7 @@ def _run_task(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         import torch
 
         from .config import build_config
-        from .data import load_dataset
+        from .data import load_dataset_for
 
         # Ray gives the task `cpus` cores; torch would otherwise start one thread per core of the machine.
         torch.set_num_threads(max(1, int(jobs[0]["cpus"])))
@@ -526,9 +590,7 @@ def _run_task(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     from .doctor import ensure_healthy
 
                     ensure_healthy(config.device, max(1, int(jobs[0]["cpus"])))
-                data = load_dataset(config.dataset, config.data_dir, limit_train=config.limit_train,
-                                    limit_test=config.limit_test, carve_test=config.carve_test,
-                                    data_seed=config.data_seed)
+                data = load_dataset_for(config)
                 resumed = train_runs([jobs[k] for k in pending], data)
                 for k, resumed_from in zip(pending, resumed):
                     try:
@@ -889,6 +951,12 @@ def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_
         from .cli import check_kernels
 
         check_kernels(plan.device, skip_doctor, threads=cpus_per_run)
+    if not quiet:
+        todo = sum(not is_done(sweep_dir / rel) for _, _, rel in plan.runs())
+        if todo:
+            timed = plan.device == "cpu" and address is None
+            for line in describe_plan(plan, todo, cpus_per_run, step_seconds=None if timed else 0.0):
+                click.echo(line, err=True)
     result = run_sweep(plan, sweep_dir, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
                        batch_seeds=batch_seeds, progress=not quiet, check_kernels=not skip_doctor)
     total = len(result.table)

@@ -3,7 +3,7 @@
 A run directory holds:
     config.yaml         the full TrainConfig
     initial_graph.json  the initial DAG (before training)
-    checkpoint.pt       model + optimiser + scheduler + records, rewritten atomically every epoch
+    checkpoint.pt       model + optimiser + records, rewritten atomically every epoch
     metrics.jsonl       one JSON line per epoch
     edge_history.npy    epochs × edges, |tanh w| after each epoch, edge order = graph.json's
     graph.json          the learned graph (written at the end)
@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from . import graphs
 from . import spec as specs
 from .config import TrainConfig, read_yaml, build_config
-from .data import Dataset, augment_batch, load_dataset, normalize_batch
+from .data import Dataset, augment_batch, load_dataset_for, normalize_batch
 from .errors import DagwireError, TrainingDiverged
 from .files import atomic_write, atomic_write_text
 from .model import DagNet, create_model, save_weights, split_members, split_state, stack_members, stack_state
@@ -160,10 +160,7 @@ def train_seeds(
             raise DagwireError(f"{out} already holds a run; use --resume {out} or another --out")
 
     device = resolve_device(config.device)
-    data = dataset or load_dataset(
-        config.dataset, config.data_dir, limit_train=config.limit_train, limit_test=config.limit_test,
-        carve_test=config.carve_test, data_seed=config.data_seed,
-    )
+    data = dataset or load_dataset_for(config)
     initial = initial_spec(config)
 
     # --- the network and its optimiser (SPEC §2) -------------------------------------------
@@ -175,7 +172,6 @@ def train_seeds(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones(), gamma=config.lr_gamma)
     parameter_names = [name for name, _ in model.named_parameters()]
     metrics: list[list[dict[str, Any]]] = [[] for _ in configs]
     history: list[list[list[float]]] = [[] for _ in configs]
@@ -188,7 +184,6 @@ def train_seeds(
                                f"are at epochs {sorted(epochs_done)} (resume them one at a time)")
         model.load_state_dict(_stack([state["model"] for state in states]))
         optimizer.load_state_dict(_stack_optimizer([state["optimizer"] for state in states], parameter_names))
-        scheduler.load_state_dict(states[0]["scheduler"])
         metrics = [json.loads(state["metrics"]) for state in states]
         history = [state["edge_history"].tolist() for state in states]
         start_epoch = epochs_done.pop()
@@ -205,6 +200,9 @@ def train_seeds(
     test_y = torch.from_numpy(data.test_y).to(device)
     mean, std = data.mean, data.std
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    # The learning rate is a function of the step alone (milestones may fall inside an epoch), so a
+    # resumed run needs no scheduler state.
+    rates = [config.learning_rate(step, steps_per_epoch) for step in range(config.epochs * steps_per_epoch)]
     # The compiled module shares its parameters with `model`, which is what gets saved.
     forward = torch.compile(model) if config.compile else model
     label = f"{members} seeds, " if members > 1 else ""
@@ -219,6 +217,9 @@ def train_seeds(
         bar = tqdm(total=steps_per_epoch, desc=f"{label}epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=not progress, unit="batch")
         for step in range(steps_per_epoch):
+            lr = rates[epoch * steps_per_epoch + step]
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             # Member k reads its own batch: its images sit in channel block k of the input.
             xs, ys = [], []
             for order, generator in zip(orders, generators):
@@ -251,8 +252,6 @@ def train_seeds(
             bar.update()
             bar.set_postfix(loss=f"{float(loss_sums.mean()) / seen:.3f}", acc=f"{float(corrects.float().mean()) / seen:.3f}")
         bar.close()
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
         train_seconds = time.perf_counter() - started
         test_accuracies = evaluate_members(model, test_x, test_y, mean, std, config.eval_batch_size)
         magnitudes = _per_member(model.edge_magnitudes(), members)
@@ -264,11 +263,11 @@ def train_seeds(
                 "train_accuracy": int(corrects[k]) / seen,
                 "resources_loss": float(sum(magnitudes[k])),
                 "test_accuracy": test_accuracies[k],
-                "lr": lr,
+                "lr": lr,  # of the epoch's last step
                 "seconds": train_seconds,  # K members: the seconds of the epoch that trained them all
                 "edges_above_threshold": int(sum(m >= config.threshold for m in magnitudes[k])),
             })
-        _save_checkpoints(outs, model, optimizer, scheduler, epoch + 1, metrics, history)
+        _save_checkpoints(outs, model, optimizer, epoch + 1, metrics, history)
         for k, record in enumerate(metrics[k][-1] for k in range(members)):
             if progress:
                 tqdm.write(
@@ -342,7 +341,7 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
         raise DagwireError(f"cannot read {path}: {str(exc).splitlines()[0][:200]}") from None
 
 
-def _save_checkpoints(outs: list[Path], model, optimizer, scheduler, epoch: int, metrics, history) -> None:
+def _save_checkpoints(outs: list[Path], model, optimizer, epoch: int, metrics, history) -> None:
     """One checkpoint per member run, as its own run would write it; then the files derived from it."""
     members = len(outs)
     model_states = split_state(model.state_dict(), members) if members > 1 else [model.state_dict()]
@@ -353,7 +352,6 @@ def _save_checkpoints(outs: list[Path], model, optimizer, scheduler, epoch: int,
         state = {
             "model": model_states[k],
             "optimizer": member_optimizer_states[k],
-            "scheduler": scheduler.state_dict(),
             "epoch": epoch,
             "metrics": json.dumps(metrics[k]),
             "edge_history": torch.from_numpy(history_array),
