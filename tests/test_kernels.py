@@ -91,7 +91,7 @@ def test_doctor_command_prints_facts_and_one_line_per_check(capsys, monkeypatch,
     assert list((tmp_path / "doctor").glob("*.json"))  # the verdict is cached for train and sweep
 
 
-def test_failed_doctor_verdict_stops_training_with_one_line(capsys, monkeypatch, tmp_path):
+def test_failed_doctor_verdict_stops_training_with_one_line(capsys, monkeypatch, tmp_path, tiny_npz):
     import json
 
     monkeypatch.setenv("DAGWIRE_CACHE", str(tmp_path))
@@ -100,8 +100,8 @@ def test_failed_doctor_verdict_stops_training_with_one_line(capsys, monkeypatch,
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"facts": facts, "ok": False,
                                 "failed": [doctor.Outcome(doctor.Case(6, 3), "hung", detail="killed").line()]}))
-    code = main(["train", "--dataset", "npz:/nonexistent.npz", "--out", str(tmp_path / "run")])
+    code = main(["train", "--dataset", tiny_npz, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and "C=6 stages=3" in err[0] and "--skip-doctor" in err[0]
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_npz
 import torch
 
 from dagwire import graphs
@@ -26,16 +27,6 @@ from dagwire.prune import DEFAULT_GRID
 TINY = ["--nodes", "6", "--stages", "2", "--channels", "2", "--batch-size", "16", "--quiet"]
 RUN_FILES = ("graph.json", "thresholds.csv", "features.json", "dynamics.json", "status.json", "metrics.jsonl",
              "edge_history.npy", "weights.pt")
-
-
-def write_npz(path: Path, seed: int) -> str:
-    """A small npz dataset with some signal, so the loss moves."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, size=(96, 32, 32, 3), dtype=np.uint8)
-    y = np.arange(96) % 4
-    x[y == 1, :16] //= 4
-    np.savez(path, x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
-    return f"npz:{path}"
 
 
 def sweep(*args) -> int:

@@ -15,18 +15,6 @@ from dagwire.config import build_config
 TINY = ["--nodes", "6", "--stages", "2", "--channels", "2", "--batch-size", "16", "--quiet"]
 
 
-@pytest.fixture()
-def tiny_npz(tmp_path):
-    """A small npz dataset (synthetic: for mechanics only, never a result)."""
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(96, 32, 32, 3), dtype=np.uint8)
-    y = np.arange(96) % 4
-    x[y == 1, :16] //= 4  # some signal, so the loss moves
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
-    return f"npz:{path}"
-
-
 def run_cli(*args):
     return main([str(a) for a in args])
 

@@ -40,6 +40,8 @@ import click
 from .config import given_values
 from .errors import DagwireError
 from .files import mean_epoch_seconds
+from .tables import (BASE_COLUMNS, DYNAMICS_KEYS, RETRAIN_COLUMNS, feature_columns, runs_frame,
+                     write_runs_table)
 
 SWEEP_FILE = "sweep.yaml"
 SWEEP_FORMAT = "dagwire-sweep/1"
@@ -49,14 +51,6 @@ DEFAULT_SEEDS = "0-9"  # SPEC §9: ten seeds per dataset
 # Not part of a sweep's identity: the seed is the sweep's own axis, the device may change on a rerun.
 _PER_RUN_FIELDS = ("dataset", "seed", "device")
 
-RETRAIN_COLUMNS = ("retrained_accuracy", "retrained_fit_accuracy", "retrained_fit_channels",
-                   "retrain_mean_epoch_seconds", "retrain_fit_mean_epoch_seconds")
-BASE_COLUMNS = ("dataset", "seed", "status", "error", "run_dir", "test_accuracy", "thresholded_accuracy",
-                "mean_epoch_seconds", *RETRAIN_COLUMNS)
-DYNAMICS_KEYS = ("A", "B", "C", "D", "edges", "dsc_largest", "dsc_smallest")
-_INT_COLUMNS = {"seed", "retrained_fit_channels", "nodes", "parameters", "max_path", "edge_connectivity", "dyn_edges"}
-_BOOL_COLUMNS = {"q1d", "disconnected"}
-_TEXT_COLUMNS = {"dataset", "status", "error", "run_dir"}
 
 
 def _shared_data_dir() -> str | None:
@@ -586,11 +580,11 @@ def _run_task(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     pending.append(k)
             if pending:
                 config = build_config(None, **jobs[pending[0]]["config"])
+                data = load_dataset_for(config)
                 if jobs[0].get("check_kernels", True):  # once per node and device: the verdict is cached
                     from .doctor import ensure_healthy
 
                     ensure_healthy(config.device, max(1, int(jobs[0]["cpus"])))
-                data = load_dataset_for(config)
                 resumed = train_runs([jobs[k] for k in pending], data)
                 for k, resumed_from in zip(pending, resumed):
                     try:
@@ -652,48 +646,49 @@ def make_row(dataset: str, seed: int, run_dir: str, result: dict[str, Any]) -> d
     return row
 
 
-def feature_columns(stages: int) -> list[str]:
-    """The SPEC §5 feature keys in `graphs.features` order for `stages` stages, then `disconnected`."""
-    return ["sparsity", *[f"sparsity_stage_{s}" for s in range(stages)], "nodes",
-            *[f"nodes_stage_{s}" for s in range(stages)], "parameters", "log_paths", "mean_path", "max_path",
-            "ln_communicability", "edge_connectivity", "mean_degree", "pca_elongation", "q1d", "disconnected"]
+def with_tau_star(df, sweep_dir: str | os.PathLike):
+    """The runs table with `tau_star` and every feature at τ* (columns `<feature>_at_tau_star`).
 
-
-def runs_frame(rows: list[dict[str, Any]], stages: int | None = None):
-    """The runs table: fixed columns (base, features, dyn_*), nullable ints and booleans."""
+    τ* is the paper's threshold rule applied to the done runs' hold-out threshold curves
+    (`stats.tau_star`), one τ for all datasets; it moves as runs finish. A table whose runs have
+    no hold-out accuracy (trained without --holdout) is returned unchanged.
+    """
     import pandas as pd
 
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    if stages is None:
-        found = [int(k.rsplit("_", 1)[1]) for k in keys if re.fullmatch(r"(sparsity|nodes)_stage_\d+", k)]
-        stages = max(found) + 1 if found else 0
-    features = feature_columns(stages)
-    dynamics = [f"dyn_{k}" for k in DYNAMICS_KEYS]
-    known = set(BASE_COLUMNS) | set(features) | set(dynamics)
-    extra_features = [k for k in keys if k not in known and not k.startswith("dyn_")]
-    extra_dynamics = [k for k in keys if k not in known and k.startswith("dyn_")]
-    columns = [*BASE_COLUMNS, *features, *extra_features, *dynamics, *extra_dynamics]
-    df = pd.DataFrame([{c: row.get(c) for c in columns} for row in rows], columns=columns)
-    for column in columns:
-        if column in _TEXT_COLUMNS:
-            df[column] = df[column].fillna("").astype(str)
-        elif column in _INT_COLUMNS or column.startswith("nodes_stage_"):
-            df[column] = pd.to_numeric(df[column], errors="coerce").round().astype("Int64")
-        elif column in _BOOL_COLUMNS:
-            df[column] = pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)
-                                   for v in df[column]], dtype="boolean")
-        else:
-            df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
-    return df
+    from . import graphs
+    from . import spec as specs
+    from .stats import tau_star
+
+    sweep_dir = Path(sweep_dir)
+    curves, done = [], []
+    for k, row in df.iterrows():
+        path = sweep_dir / str(row["run_dir"]) / "thresholds.csv"
+        if row["status"] != "done" or not path.is_file():
+            continue
+        curve = pd.read_csv(path)
+        if "holdout_accuracy" not in curve.columns:
+            continue
+        curves.append(curve.assign(dataset=row["dataset"], seed=row["seed"]))
+        done.append(k)
+    tau = tau_star(pd.concat(curves, ignore_index=True)) if curves else None
+    if tau is None:
+        return df
+    df = df.copy()
+    df["tau_star"] = tau
+    stages = sum(1 for c in df.columns if c.startswith("sparsity_stage_"))
+    names = feature_columns(stages)
+    at_tau = {k: graphs.recorded_features(specs.load(sweep_dir / str(df.loc[k, "run_dir"]) / "graph.json"), tau)
+              for k in done}
+    for name in names:
+        values = [at_tau[k].get(name, True if name == "disconnected" else None) if k in at_tau else None
+                  for k in df.index]
+        df[name + TAU_STAR_SUFFIX] = values
+    return runs_frame(df.to_dict("records"), stages)
 
 
 def write_tables(sweep_dir: str | os.PathLike, df) -> None:
-    """DIR/runs.csv and DIR/runs.parquet, each atomically."""
-    from .files import atomic_write, atomic_write_text
-
-    sweep_dir = Path(sweep_dir)
-    atomic_write_text(sweep_dir / "runs.csv", df.to_csv(index=False))
-    atomic_write(sweep_dir / "runs.parquet", lambda f: df.to_parquet(f, index=False))
+    """DIR/runs.csv and DIR/runs.parquet, with τ* columns where the runs held out data."""
+    write_runs_table(with_tau_star(df, sweep_dir), sweep_dir)
 
 
 def collect_runs(sweep_dir: str | os.PathLike):
@@ -707,7 +702,7 @@ def collect_runs(sweep_dir: str | os.PathLike):
         plan = plan_from_identity(identity)
         for dataset, seed, rel in plan.runs():
             rows.append(make_row(dataset, seed, rel, result_from_disk(sweep_dir / rel)))
-        return runs_frame(rows, int(plan.config.get("stages", 0)) or None)
+        return with_tau_star(runs_frame(rows, int(plan.config.get("stages", 0)) or None), sweep_dir)
     for status_path in sorted(sweep_dir.glob(f"runs/*/seed*/{STATUS_FILE}")):
         run_dir = status_path.parent
         status = _read_json(status_path) or {}
@@ -715,7 +710,7 @@ def collect_runs(sweep_dir: str | os.PathLike):
         rel = str(run_dir.relative_to(sweep_dir))
         rows.append(make_row(str(status.get("dataset", run_dir.parent.name)), int(seed), rel,
                              result_from_disk(run_dir)))
-    return runs_frame(rows)
+    return with_tau_star(runs_frame(rows), sweep_dir)
 
 
 # --------------------------------------------------------------------------------------------

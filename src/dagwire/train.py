@@ -136,13 +136,15 @@ def train_seeds(
     progress: bool = True,
     dataset: Dataset | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    before_training: Callable[[], None] | None = None,
 ) -> list[TrainResult]:
     """Train (or resume) K runs that differ only in their seed, as K members of one network.
 
     Each member keeps its own initialisation (from its seed), data order and augmentation (from
     (its seed, epoch)) and its own run directory, checkpoint included: the result is the K runs
     that K separate `train` calls would give (the same math; float sums may differ in the last
-    bits). K = 1 is a plain run.
+    bits). K = 1 is a plain run. `before_training` runs once the data are loaded, before anything
+    is written (the CLI checks the machine's kernels there).
     """
     configs, outs = list(configs), [Path(o) for o in outs]
     config, members = configs[0], len(configs)
@@ -162,6 +164,8 @@ def train_seeds(
     device = resolve_device(config.device)
     data = dataset or load_dataset_for(config)
     initial = initial_spec(config)
+    if before_training is not None:
+        before_training()
 
     # --- the network and its optimiser (SPEC §2) -------------------------------------------
     singles = []

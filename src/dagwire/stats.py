@@ -1,0 +1,219 @@
+"""Statistics over a sweep's runs, pure numbers (no drawing): the paper's threshold rule τ*, and a
+test of its central claim that a harder task learns a denser, deeper graph.
+
+The claim is tested per feature with Kendall's τ-b between the datasets' difficulty rank and the
+feature over all runs (scipy's `kendalltau`), a one-sided permutation p-value in the paper's
+direction (dataset labels shuffled across runs), Holm's correction across the features, and per
+pair of adjacent datasets the difference of means with a bootstrap 95 % interval. Difficulty is
+measured, not assumed: datasets are ranked by mean test accuracy, easiest first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+# The paper's claim (Sec. 4), feature by feature: the direction each takes as the task gets
+# harder. Fractions (sparsity) grow with N² and do not compare across scales; counts per node
+# (mean degree = 2 × edges per node), nodes kept and path lengths do.
+ORDERING_FEATURES: tuple[tuple[str, str], ...] = (
+    ("sparsity", "down"), ("nodes", "up"), ("mean_degree", "up"), ("parameters", "up"), ("log_paths", "up"),
+    ("mean_path", "up"), ("max_path", "up"), ("edge_connectivity", "up"),
+)
+TAU_STAR_SUFFIX = "_at_tau_star"  # runs-table columns of the features at τ*
+TAU_STAR_TOLERANCE = 0.005  # 0.5 percentage points of accuracy
+ALPHA = 0.05
+
+
+# --- τ*: the paper's threshold rule ---------------------------------------------------------------
+
+def tau_star(curves, tolerance: float = TAU_STAR_TOLERANCE, column: str = "holdout_accuracy") -> float | None:
+    """The largest τ of the grid up to which every dataset's mean accuracy stays within `tolerance` of its unpruned one.
+
+    `curves` is a long table (dataset, threshold, `column`), one row per run and τ, all runs on the
+    same grid; a dataset's unpruned accuracy is its mean at the grid's smallest τ (0: every edge
+    kept). One τ* for all datasets, as the paper chose one: "the maximum sparsity without a
+    noticeable drop in performance". The τ must also pass at every smaller grid point, so one
+    lucky τ beyond a drop cannot be chosen. None when the table is empty.
+    """
+    if curves is None or not len(curves):
+        return None
+    means = curves.groupby(["dataset", "threshold"])[column].mean().unstack("dataset").sort_index()
+    unpruned = means.iloc[0]
+    chosen = None
+    for tau, row in means.iterrows():
+        if not bool((row >= unpruned - tolerance - 1e-12).all()):
+            break
+        chosen = float(tau)
+    return chosen
+
+
+# --- the ordering test ------------------------------------------------------------------------------
+
+@dataclass
+class PairDifference:
+    """Mean of the harder dataset minus mean of the easier one, with a bootstrap 95 % interval."""
+
+    easier: str
+    harder: str
+    difference: float
+    low: float
+    high: float
+
+
+@dataclass
+class FeatureTest:
+    """One feature's test: Kendall τ-b with difficulty, one-sided permutation p, Holm-adjusted p, verdict."""
+
+    feature: str
+    direction: str  # "up" or "down" as the task gets harder, the paper's claim
+    tau_b: float
+    p: float
+    p_holm: float
+    verdict: str  # "reproduced" (significant after Holm) or "not reproduced"
+    means: dict[str, float] = field(default_factory=dict)
+    stds: dict[str, float] = field(default_factory=dict)
+    pairs: list[PairDifference] = field(default_factory=list)
+
+
+@dataclass
+class OrderingResult:
+    """The test of every feature; datasets easiest first with their mean test accuracy."""
+
+    datasets: list[str]
+    accuracy: dict[str, float]
+    runs: int
+    permutations: int
+    alpha: float
+    columns: str  # which features: "τ = …" or "τ*"
+    tests: list[FeatureTest]
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's τ-b (ties in either variable accounted for); NaN when one variable is constant."""
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(x, y, variant="b").statistic)
+
+
+def _tau_b_statistic(values: np.ndarray) -> "Callable":
+    """τ-b of (ranks, `values`) for many orderings of the ranks at once (permutation_test's `vectorized` form).
+
+    Written out because scipy's kendalltau takes one pair of vectors at a time, and 9,999
+    permutations × 8 features of it take a minute; here τ-b = Σ_pairs sign(Δrank)·sign(Δvalue) /
+    √((n0 − ties_rank)(n0 − ties_value)), whose denominator no permutation of the ranks changes.
+    Tested against scipy's kendalltau.
+    """
+    i, j = np.triu_indices(len(values), 1)
+    value_signs = np.sign(values[j] - values[i])
+    pairs = len(i)
+    value_ties = pairs - np.count_nonzero(value_signs)
+
+    def statistic(ranks: np.ndarray, axis: int = -1) -> np.ndarray:
+        ranks = np.moveaxis(np.asarray(ranks, dtype=float), axis, -1)
+        rank_signs = np.sign(ranks[..., j] - ranks[..., i])
+        rank_ties = pairs - np.count_nonzero(rank_signs, axis=-1)
+        denominator = np.sqrt((pairs - rank_ties) * (pairs - value_ties))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (rank_signs * value_signs).sum(-1) / denominator
+
+    return statistic
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error), in the order given."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda k: p_values[k])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, k in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[k]))
+        adjusted[k] = running
+    return adjusted
+
+
+def permutation_p(ranks: np.ndarray, values: np.ndarray, direction: str, permutations: int,
+                  rng: np.random.Generator) -> tuple[float, float]:
+    """(τ-b, one-sided p): how often shuffled dataset labels give a τ-b at least as far in the claimed direction."""
+    from scipy.stats import permutation_test
+
+    statistic = _tau_b_statistic(np.asarray(values, dtype=float))
+    observed = float(statistic(np.asarray(ranks, dtype=float)))
+    if math.isnan(observed):
+        return observed, 1.0
+    result = permutation_test((np.asarray(ranks, dtype=float),), statistic, permutation_type="pairings",
+                              vectorized=True, n_resamples=permutations, rng=rng,
+                              alternative="greater" if direction == "up" else "less")
+    return observed, float(result.pvalue)
+
+
+def bootstrap_difference(a: np.ndarray, b: np.ndarray, resamples: int,
+                         rng: np.random.Generator) -> tuple[float, float, float]:
+    """mean(b) − mean(a) and its percentile 95 % interval, runs resampled within each dataset."""
+    from scipy.stats import bootstrap
+
+    diff = float(b.mean() - a.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, float("nan"), float("nan")
+    result = bootstrap((a, b), lambda x, y, axis=-1: y.mean(axis) - x.mean(axis), n_resamples=resamples,
+                       method="percentile", vectorized=True, rng=rng)
+    return diff, float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def ordering_test(df, suffix: str = "", permutations: int = 9999, resamples: int = 9999, seed: int = 0,
+                  alpha: float = ALPHA, label: str = "") -> OrderingResult | None:
+    """Test the paper's ordering on a runs table (done, connected runs); None with fewer than 2 datasets.
+
+    `suffix` picks the feature columns: "" for the features at the sweep's τ, TAU_STAR_SUFFIX for
+    those at τ*. A run whose graph is disconnected at that τ has no features and is left out.
+    """
+    import pandas as pd
+
+    done = df[df["status"].astype(str).eq("done")].copy()
+    if not len(done):
+        return None
+    accuracy = done.groupby("dataset")["test_accuracy"].mean().sort_values(ascending=False)
+    if len(accuracy) < 2:
+        return None
+    datasets = [str(d) for d in accuracy.index]
+    rank_of = {d: k for k, d in enumerate(datasets)}
+    rng = np.random.default_rng(seed)
+    tests: list[FeatureTest] = []
+    runs = 0
+    for feature, direction in ORDERING_FEATURES:
+        column = feature + suffix
+        if column not in done.columns:
+            continue
+        part = done[["dataset", column]].copy()
+        part[column] = pd.to_numeric(part[column], errors="coerce")
+        part = part.dropna()
+        if part["dataset"].nunique() < 2:
+            continue
+        runs = max(runs, len(part))
+        ranks = part["dataset"].map(rank_of).to_numpy(dtype=float)
+        values = part[column].to_numpy(dtype=float)
+        tau_b, p = permutation_p(ranks, values, direction, permutations, rng)
+        groups = {d: part.loc[part["dataset"] == d, column].to_numpy(dtype=float) for d in datasets}
+        present = [d for d in datasets if len(groups[d])]
+        pairs = []
+        for easier, harder in zip(present, present[1:]):
+            diff, low, high = bootstrap_difference(groups[easier], groups[harder], resamples, rng)
+            pairs.append(PairDifference(easier, harder, diff, low, high))
+        tests.append(FeatureTest(
+            feature, direction, tau_b, p, p, "",
+            means={d: float(groups[d].mean()) for d in present},
+            stds={d: float(groups[d].std(ddof=1)) if len(groups[d]) > 1 else float("nan") for d in present},
+            pairs=pairs,
+        ))
+    for test, adjusted in zip(tests, holm([t.p for t in tests])):
+        test.p_holm = adjusted
+        test.verdict = "reproduced" if adjusted < alpha else "not reproduced"
+    return OrderingResult(datasets, {d: float(a) for d, a in accuracy.items()}, runs, permutations, alpha,
+                          label or ("τ*" if suffix == TAU_STAR_SUFFIX else "the sweep's τ"), tests)

@@ -1,0 +1,23 @@
+"""Shared fixtures: a tiny synthetic npz dataset (for mechanics only, never a result)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_npz(path: Path, seed: int = 0, classes: int = 4, images: int = 96) -> str:
+    """A small npz dataset with some signal, so the loss moves; its `npz:` dataset name."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(images, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(images) % classes
+    x[y == 1, :16] //= 4
+    train = images * 2 // 3
+    np.savez(path, x_train=x[:train], y_train=y[:train], x_test=x[train:], y_test=y[train:])
+    return f"npz:{path}"
+
+
+@pytest.fixture()
+def tiny_npz(tmp_path):
+    """96 images (64 train, 32 test), 4 classes."""
+    return write_npz(tmp_path / "tiny.npz")

@@ -1,0 +1,120 @@
+"""τ* (the paper's threshold rule) and the ordering test, on tables with known answers."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dagwire import stats
+from dagwire.cli import main
+from dagwire.tables import runs_frame, write_runs_table
+
+FEATURES = [f for f, _ in stats.ORDERING_FEATURES]
+
+
+def runs_table(trend: float, seeds: int = 6, noise: float = 1.0, seed: int = 0) -> pd.DataFrame:
+    """Three datasets, easiest first by accuracy; every feature moves by `trend` per step of difficulty
+    in the paper's direction (0: no trend), plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for rank, (name, accuracy) in enumerate([("easy", 0.97), ("middle", 0.85), ("hard", 0.6)]):
+        for s in range(seeds):
+            row = {"dataset": name, "seed": s, "status": "done", "run_dir": f"runs/{name}/seed{s}",
+                   "test_accuracy": accuracy + rng.normal(0, 0.005)}
+            for feature, direction in stats.ORDERING_FEATURES:
+                sign = 1 if direction == "up" else -1
+                row[feature] = 10 + sign * trend * rank + rng.normal(0, noise)
+                row[feature + stats.TAU_STAR_SUFFIX] = row[feature] + 1
+            row["tau_star"] = 0.1
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_a_planted_trend_is_reproduced_on_every_feature():
+    result = stats.ordering_test(runs_table(trend=3.0), permutations=999, resamples=999)
+    assert result.datasets == ["easy", "middle", "hard"]
+    assert [t.feature for t in result.tests] == FEATURES
+    for t in result.tests:
+        assert t.verdict == "reproduced", t
+        assert (t.tau_b > 0.5) if t.direction == "up" else (t.tau_b < -0.5)
+        assert t.p_holm < 0.05
+        for pair in t.pairs:  # the planted step of ±3 lies inside each bootstrap interval
+            want = 3.0 if t.direction == "up" else -3.0
+            assert pair.low < want < pair.high
+
+
+def test_no_trend_reproduces_nothing():
+    result = stats.ordering_test(runs_table(trend=0.0, seed=3), permutations=999, resamples=999)
+    assert all(t.verdict == "not reproduced" for t in result.tests)
+    assert all(t.p_holm >= 0.05 for t in result.tests)
+
+
+def test_a_trend_against_the_paper_is_not_reproduced():
+    result = stats.ordering_test(runs_table(trend=-3.0), permutations=999, resamples=999)
+    assert all(t.verdict == "not reproduced" and t.p > 0.9 for t in result.tests)
+
+
+def test_permutation_p_of_a_perfect_ordering_is_the_smallest_possible():
+    ranks = np.repeat([0.0, 1.0, 2.0], 4)
+    values = ranks * 10 + np.arange(12) * 0.01  # strictly increasing with the rank
+    tau_b, p = stats.permutation_p(ranks, values, "up", 499, np.random.default_rng(0))
+    # 66 pairs, 18 tied in rank, the other 48 concordant: τ-b = 48 / √(48 · 66)
+    assert tau_b == pytest.approx(48 / (48 * 66) ** 0.5) and tau_b == pytest.approx(stats.kendall_tau_b(ranks, values))
+    assert p == pytest.approx(1 / 500)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_vectorised_tau_b_equals_scipys_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    ranks = rng.integers(0, 3, 14).astype(float)
+    values = rng.integers(0, 5, 14).astype(float)  # many ties in both
+    statistic = stats._tau_b_statistic(values)
+    assert statistic(ranks) == pytest.approx(stats.kendall_tau_b(ranks, values), abs=1e-12)
+    batch = np.stack([rng.permutation(ranks) for _ in range(7)])
+    assert statistic(batch, axis=-1) == pytest.approx([stats.kendall_tau_b(r, values) for r in batch], abs=1e-12)
+
+
+def test_holm_known_values():
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+
+
+def curves(table):
+    """A long table of threshold curves: dataset -> {τ: hold-out accuracy}, 2 seeds each (equal)."""
+    return pd.DataFrame([{"dataset": d, "seed": s, "threshold": t, "holdout_accuracy": a}
+                         for d, curve in table.items() for s in (0, 1) for t, a in curve.items()])
+
+
+def test_tau_star_is_the_largest_tau_where_every_dataset_holds_its_accuracy():
+    grid = {0.0: 0.90, 0.01: 0.90, 0.05: 0.897, 0.1: 0.89, 0.2: 0.5}
+    other = {0.0: 0.80, 0.01: 0.81, 0.05: 0.80, 0.1: 0.799, 0.2: 0.79}
+    assert stats.tau_star(curves({"a": grid, "b": other})) == 0.05  # a drops 1 pp at 0.1
+    assert stats.tau_star(curves({"a": grid, "b": other}), tolerance=0.011) == 0.1
+    assert stats.tau_star(curves({"b": other})) == 0.1  # 0.79 at 0.2 is 1 pp down
+    # a lucky τ beyond a drop is not chosen
+    bumpy = {0.0: 0.9, 0.01: 0.8, 0.05: 0.9, 0.1: 0.9, 0.2: 0.9}
+    assert stats.tau_star(curves({"a": bumpy})) == 0.0
+    assert stats.tau_star(pd.DataFrame()) is None
+
+
+def test_ordering_command_json_and_text(tmp_path, capsys):
+    df = runs_frame(runs_table(trend=3.0).to_dict("records"))
+    write_runs_table(df, tmp_path)
+    assert main(["ordering", str(tmp_path / "runs.csv"), "--json", "--permutations", "199"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["columns"] == "τ* = 0.1" and result["datasets"] == ["easy", "middle", "hard"]
+    assert [t["verdict"] for t in result["tests"]] == ["reproduced"] * len(FEATURES)
+    assert {"feature", "direction", "tau_b", "p", "p_holm", "verdict", "pairs"} <= set(result["tests"][0])
+    assert main(["ordering", str(tmp_path / "runs.parquet"), "--tau-column", "threshold",
+                 "--permutations", "199"]) == 0
+    out = capsys.readouterr().out
+    assert "features at the sweep's τ" in out and out.count("reproduced") == len(FEATURES)
+
+
+def test_ordering_command_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["ordering", str(tmp_path / "missing.csv")]) == 2
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    assert main(["ordering", str(tmp_path / "bad.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "not found" in err[0] and "lacks the column" in err[1]
