@@ -22,6 +22,7 @@ import click
 
 from .errors import DagwireError
 from .files import mean_epoch_seconds
+from .stats import TAU_STAR_SUFFIX
 
 PAPER_LABEL = "paper (Janik & Nowak 2022, 100 epochs, full scale)"
 PAPER_DATASETS = ("cmnist", "ckmnist", "cfashionmnist", "cifar10", "cifar10_t8")
@@ -206,44 +207,39 @@ def table2(df) -> Table:
                             PAPER_TABLES["table2"], note)
 
 
-# The paper's central claim (Sec. 4): the harder the task, the denser and deeper the learned graph.
-# Each feature with the direction it takes as the task gets harder.
-ORDERING_FEATURES = (("sparsity", "down"), ("nodes", "up"), ("parameters", "up"), ("log_paths", "up"),
-                     ("mean_path", "up"), ("max_path", "up"), ("edge_connectivity", "up"), ("mean_degree", "up"))
+def ordering_table(df, suffix: str = "", label: str = "") -> Table | None:
+    """The test of the paper's claim (`stats.ordering_test`) as a table; None with fewer than 2 datasets.
 
-
-def ordering_table(df) -> Table | None:
-    """Whether the datasets' mean features follow the paper's claim, datasets ranked by difficulty.
-
-    Difficulty is measured, not assumed: datasets are ranked by their mean test accuracy (highest,
-    i.e. easiest, first). A feature 'follows' when its dataset means move strictly in the paper's
-    direction from each dataset to the next harder one.
+    Difficulty is measured, not assumed: datasets are ranked by their mean test accuracy, easiest
+    first. `suffix` picks the features at τ* (stats.TAU_STAR_SUFFIX) instead of the sweep's τ.
     """
-    connected = _connected(df)
-    stats = stats_by_dataset(connected, ["test_accuracy", *(k for k, _ in ORDERING_FEATURES)])
-    stats = stats[stats[("test_accuracy", "count")] > 0]
-    if len(stats) < 2:
+    from .stats import ordering_test
+
+    result = ordering_test(df, suffix, label=label)
+    if result is None or not result.tests:
         return None
-    ranked = stats[("test_accuracy", "mean")].sort_values(ascending=False).index.tolist()
-    header = ["feature", "paper: harder task →", *[f"{d} (acc {100 * stats.loc[d, ('test_accuracy', 'mean')]:.1f} %)"
-                                                   for d in ranked], "follows the paper"]
-    rows, follows = [], 0
-    for key, direction in ORDERING_FEATURES:
-        means = [float(stats.loc[d, (key, "mean")]) for d in ranked]
-        if not all(math.isfinite(m) for m in means):
-            continue
-        steps = [b - a for a, b in zip(means, means[1:])]
-        ok = all(step > 0 for step in steps) if direction == "up" else all(step < 0 for step in steps)
-        follows += ok
-        fmt = _fmt_k if key == "parameters" else _fmt(3 if key == "sparsity" else 2)
-        rows.append([key, "higher" if direction == "up" else "lower",
-                     *[fmt(float(stats.loc[d, (key, "mean")]), float(stats.loc[d, (key, "std")])) for d in ranked],
-                     "yes" if ok else "no"])
-    note = (f"Datasets ranked by mean test accuracy, easiest first (difficulty measured here, not assumed). "
-            f"'yes': the dataset means move strictly in the paper's direction from each dataset to the next "
-            f"harder one; {follows} of {len(rows)} features do. Means over connected runs; with a few seeds "
-            f"per dataset, compare the differences with the ± std before reading much into them.")
-    return Table("Does a harder task learn a denser, deeper graph?", header, rows, note, text_columns=2)
+    ranked = result.datasets
+    header = ["feature", "paper: harder task →", *[f"{d} (acc {100 * result.accuracy[d]:.1f} %)" for d in ranked],
+              "Kendall τ-b", "p (one-sided)", "p (Holm)", "harder − easier [95 % CI]", "verdict"]
+    rows = []
+    for t in result.tests:
+        fmt = _fmt_k if t.feature == "parameters" else _fmt(3 if t.feature == "sparsity" else 2)
+        diffs = "; ".join(f"{p.harder} − {p.easier}: {p.difference:+.3g} [{p.low:+.3g}, {p.high:+.3g}]"
+                          for p in t.pairs)
+        rows.append([t.feature, "higher" if t.direction == "up" else "lower",
+                     *[fmt(t.means[d], t.stds[d]) if d in t.means else "–" for d in ranked],
+                     f"{t.tau_b:+.3f}", f"{t.p:.4f}", f"{t.p_holm:.4f}", diffs, t.verdict])
+    reproduced = sum(t.verdict == "reproduced" for t in result.tests)
+    note = (f"Features at {result.columns}, over {result.runs} connected runs. Datasets ranked by mean test accuracy, "
+            f"easiest first (difficulty measured here, not assumed). Per feature: Kendall's τ-b between the "
+            f"difficulty rank and the feature over all runs; p: one-sided permutation test in the paper's "
+            f"direction ({result.permutations} shufflings of the dataset labels); Holm-adjusted across the "
+            f"{len(result.tests)} features; 'reproduced' when the adjusted p < {result.alpha}. Differences of "
+            f"means between adjacent datasets with bootstrap 95 % intervals. {reproduced} of {len(result.tests)} "
+            f"features are reproduced. Sparsity is a fraction of the initial N(N−1)/2 edges and grows with the "
+            f"network; mean degree (2 × edges per node), nodes kept and path lengths compare across scales.")
+    return Table(f"Does a harder task learn a denser, deeper graph? (features at {result.columns})",
+                 header, rows, note, text_columns=2)
 
 
 def _retrained_accuracy(run_dir: Path) -> float:
@@ -654,8 +650,10 @@ def write_report(sweep_dir: str | os.PathLike, local_dir: str | os.PathLike | No
         if not local_df["done"].any():
             raise DagwireError(f"{Path(local_dir) / 'runs.csv'} has no finished runs (status 'done')")
 
-    ordering = ordering_table(df)
-    tables = [*([ordering] if ordering else []), table1(df), table2(df), table3(df, tau), table4(df),
+    orderings = [ordering_table(df, label=f"τ = {tau:g}")]
+    if "tau_star" in df.columns and df["tau_star"].notna().any():
+        orderings.insert(0, ordering_table(df, TAU_STAR_SUFFIX, f"τ* = {float(df['tau_star'].dropna().iloc[0]):g}"))
+    tables = [*[t for t in orderings if t], table1(df), table2(df), table3(df, tau), table4(df),
               table5(df, local_df, tau, local_label(local_dir))]
     figures, extra = _figures(df, sweep, tau)
     tables += extra
