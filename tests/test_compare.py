@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dagwire import compare, graphs
+from dagwire import compare, draw, graphs
 from dagwire import spec as specs
 from dagwire.dynamics import dice, edge_dynamics
 
@@ -199,17 +199,17 @@ def test_umap_is_finite_and_deterministic():
 def test_plots_write_pngs(sweep, tmp_path):
     df = compare.load_runs(sweep)
     X, labels = compare.feature_matrix(df)
-    compare.plot_similarity(compare.similarity_matrix(X), labels, tmp_path / "sim.png")
-    compare.plot_umap(compare.umap_embedding(X), labels, tmp_path / "umap.png")
-    compare.plot_umap(compare.umap_embedding(X[:2]), labels[:2], tmp_path / "pca.png")
-    compare.plot_graph_grid(df, tmp_path / "grid.png", TAU)
-    compare.plot_dsc(df, tmp_path / "dsc.png")
+    draw.plot_similarity(compare.similarity_matrix(X), labels, tmp_path / "sim.png")
+    draw.plot_umap(compare.umap_embedding(X), labels, tmp_path / "umap.png")
+    draw.plot_umap(compare.umap_embedding(X[:2]), labels[:2], tmp_path / "pca.png")
+    draw.plot_graph_grid(df, tmp_path / "grid.png", TAU)
+    draw.plot_dsc(df, tmp_path / "dsc.png")
     row = df[df["connected"]].iloc[0]
     spec = specs.load(Path(row["run_dir"]) / "graph.json")
     history = compare.load_history(row["run_dir"])
-    compare.plot_edge_trajectories(history, compare.retained_mask(spec, TAU), TAU, tmp_path / "traj.png")
+    draw.plot_edge_trajectories(history, compare.retained_mask(spec, TAU), TAU, tmp_path / "traj.png")
     result = compare.topk_similarity(df, TAU)
-    compare.plot_topk(result, tmp_path / "topk.png")
+    draw.plot_topk(result, tmp_path / "topk.png")
     for name in ("sim", "umap", "pca", "grid", "dsc", "traj", "topk"):
         assert _is_png(tmp_path / f"{name}.png"), name
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files

@@ -20,6 +20,7 @@ import torch
 from dagwire import graphs
 from dagwire import spec as specs
 from dagwire import sweep as sweep_module
+from dagwire import tables
 from dagwire.cli import cli, main
 from dagwire.errors import DagwireError
 from dagwire.prune import DEFAULT_GRID
@@ -189,8 +190,8 @@ def test_help_lists_train_flags_and_either_import_order_works(capsys):
 def test_tiny_sweep_writes_every_run_and_the_table(tiny_sweep, data):
     out, _ = tiny_sweep
     df = pd.read_csv(out / "runs.csv")
-    expected = [*sweep_module.BASE_COLUMNS, *sweep_module.feature_columns(2),
-                *[f"dyn_{k}" for k in sweep_module.DYNAMICS_KEYS]]
+    expected = [*tables.BASE_COLUMNS, *tables.feature_columns(2),
+                *[f"dyn_{k}" for k in tables.DYNAMICS_KEYS]]
     assert list(df.columns) == expected
     datasets = [data["a"], data["b"]]
     assert list(zip(df["dataset"], df["seed"])) == [(d, s) for d in datasets for s in (0, 1)]
@@ -365,7 +366,7 @@ def test_old_sweep_file_without_retrain_counts_as_false():
 def test_sweep_without_retrain_leaves_the_retrain_columns_empty(tiny_sweep):
     out, _ = tiny_sweep
     df = pd.read_csv(out / "runs.csv")
-    assert df[list(sweep_module.RETRAIN_COLUMNS)].isna().all().all()
+    assert df[list(tables.RETRAIN_COLUMNS)].isna().all().all()
     assert not list(out.glob("runs/*/seed*/retrain-*"))
 
 
@@ -385,7 +386,7 @@ def test_retrain_sweep_retrains_each_pruned_network(retrain_sweep):
 
     out, _ = retrain_sweep
     df = pd.read_csv(out / "runs.csv")
-    assert list(df.columns)[:len(sweep_module.BASE_COLUMNS)] == list(sweep_module.BASE_COLUMNS)
+    assert list(df.columns)[:len(tables.BASE_COLUMNS)] == list(tables.BASE_COLUMNS)
     assert (df["status"] == "done").all() and len(df) == 2
     parquet = pd.read_parquet(out / "runs.parquet")
     assert parquet["retrained_fit_channels"].dtype == "Int64"
@@ -458,7 +459,7 @@ def test_retrain_sweep_skips_a_disconnected_graph(tmp_path, data):
                  "--retrain", "--out", out) == 0
     df = pd.read_csv(out / "runs.csv")
     assert list(df["status"]) == ["done"] and bool(df["disconnected"][0]) is True
-    assert df[list(sweep_module.RETRAIN_COLUMNS)].isna().all().all()
+    assert df[list(tables.RETRAIN_COLUMNS)].isna().all().all()
     run = out / df["run_dir"][0]
     status = json.loads((run / "status.json").read_text())
     assert status["retrain"] == "skipped" and status["note"] == "retrain skipped: disconnected"

@@ -8,49 +8,16 @@ from pathlib import Path
 
 import click
 
+from .config import DEFAULT_TAU
+from .options import train_options
 from .errors import DagwireError, TrainingDiverged
+from .rundir import RunDir
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dagwire")
 def cli() -> None:
     """dagwire: train a CNN wired as a complete DAG under an L1 resources penalty, then study the graph it learns."""
-
-
-def train_options(fn):
-    """The flags shared by `train` (and every command that starts training runs)."""
-    options = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file of options (flags win)."),
-        click.option("--dataset", help="cmnist, ckmnist, cfashionmnist, cifar10, <name>_t8, folder:DIR, npz:FILE."),
-        click.option("--data-dir", help="Where the dataset files are (also searched: $DAGWIRE_DATA, cache, /usr/share/datasets)."),
-        click.option("--limit-train", type=int, help="Stratified, seeded subset of N training images."),
-        click.option("--limit-test", type=int, help="Stratified, seeded subset of N test images."),
-        click.option("--carve-test", type=float, help="Carve train and test (this fraction) from the official test split only."),
-        click.option("--data-seed", type=int, help="Seed of the data subset (default 0, the same for every run seed)."),
-        click.option("--nodes", type=int, help="Number of DAG nodes (default 60)."),
-        click.option("--stages", type=int, help="Number of equal stages (default 3)."),
-        click.option("--channels", type=int, help="Channels C of stage 0 (default 11)."),
-        click.option("--graph", help="Initial DAG: complete (default), local, or a graph.json path."),
-        click.option("--local-window", type=int, help="Window k of the local graph (j - i <= k, default 10)."),
-        click.option("--epochs", type=int, help="Epochs (default 100)."),
-        click.option("--batch-size", type=int, help="Batch size (default 128)."),
-        click.option("--lr", type=float, help="Initial learning rate (default 0.1)."),
-        click.option("--momentum", type=float, help="SGD momentum (default 0.9)."),
-        click.option("--weight-decay", type=float, help="Weight decay (default 1e-4)."),
-        click.option("--lam", type=float, help="λ of the L1 resources term (default 1e-3)."),
-        click.option("--lr-milestones", help="Where lr drops ×lr-gamma: epochs (80,90), fractions of all steps "
-                                             "(0.8,0.9) or step counts (500s,740s); default 80%,90% of the epochs."),
-        click.option("--holdout", type=int, help="Hold out N training images (stratified, by --data-seed), never trained on."),
-        click.option("--augment/--no-augment", default=None, help="Random crop + flip (default on)."),
-        click.option("--seed", type=int, help="Seed of initialisation and data order (default 0)."),
-        click.option("--device", help="cpu (default), cuda, cuda:N."),
-        click.option("--threshold", type=float, help="τ for the thresholded accuracy at the end (default 0.006)."),
-        click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the network (long GPU runs)."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16"]), help="bf16: autocast (GPU speed-up); default fp32."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
 
 
 def _config_from_flags(config_path, **flags):
@@ -78,8 +45,8 @@ def train(config_path, out, resume, batch_seeds, quiet, skip_doctor, **flags) ->
         if set(given) - {"device"}:
             raise DagwireError(f"--resume takes its options from {resume}/config.yaml; only --device may change")
         members = [Path(resume)]
-        if not (Path(resume) / "config.yaml").exists():  # the OUT of a --batch-seeds run: its seed<s> runs
-            members = sorted(p.parent for p in Path(resume).glob("seed*/config.yaml")) or members
+        if not RunDir(resume).config.exists():  # the OUT of a --batch-seeds run: its seed<s> runs
+            members = sorted(p for p in Path(resume).glob("seed*") if RunDir(p).config.exists()) or members
         configs = [load_run_config(run, device=given.get("device")) for run in members]
         results = train_seeds(configs, members, resume=True, progress=not quiet,
                               before_training=lambda: check_kernels(configs[0].device, skip_doctor))
@@ -175,7 +142,7 @@ def _graph_channels(graph, channels):
 
 @cli.command()
 @click.argument("graph_file", metavar="GRAPH.json")
-@click.option("--threshold", type=float, default=0.006, show_default=True, help="τ: edges below it are erased.")
+@click.option("--threshold", type=float, default=DEFAULT_TAU, show_default=True, help="τ: edges below it are erased.")
 @click.option("--channels", type=int, help="C for the parameter count (default: the graph's own, else 11).")
 def features(graph_file, threshold, channels) -> None:
     """Graph features of the learned graph after threshold and dead-path removal (one JSON object)."""
@@ -194,7 +161,8 @@ def features(graph_file, threshold, channels) -> None:
 @cli.command()
 @click.argument("graph_file", metavar="GRAPH.json")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.png or FILE.svg")
-@click.option("--threshold", type=float, default=0.006, show_default=True, help="Draw the graph pruned at τ (0: all edges).")
+@click.option("--threshold", type=float, default=DEFAULT_TAU, show_default=True,
+              help="Draw the graph pruned at τ (0: all edges).")
 @click.option("--title", help="Title above the drawing.")
 def draw(graph_file, output, threshold, title) -> None:
     """Draw a graph in a Kamada-Kawai layout, nodes coloured by stage, edge width by weight."""
@@ -259,7 +227,7 @@ def ordering(runs_file, tau_column, permutations, seed, as_json) -> None:
 
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--grid", help="Comma-separated thresholds (default 0..0.3 including 0.006).")
+@click.option("--grid", help=f"Comma-separated thresholds (default 0..0.3 including {DEFAULT_TAU}).")
 @click.option("--device", help="Evaluate on this device (default: the run's).")
 @click.option("--quiet", is_flag=True)
 def thresholds(run, grid, device, quiet) -> None:
@@ -277,18 +245,19 @@ def thresholds(run, grid, device, quiet) -> None:
             raise DagwireError("--grid thresholds must be numbers >= 0")
     trained = load_run(run, device)
     rows = threshold_curve(trained, taus, progress=not quiet)
-    write_rows_csv(rows, Path(run) / "thresholds.csv")
-    plot_threshold_curve(rows, Path(run) / "thresholds.png", title=f"{trained.config.dataset} seed {trained.config.seed}")
+    files = RunDir(run)
+    write_rows_csv(rows, files.thresholds_csv)
+    plot_threshold_curve(rows, files.thresholds_png, title=f"{trained.config.dataset} seed {trained.config.seed}")
     click.echo(f"{'τ':>8} {'accuracy':>9} {'sparsity':>9} {'nodes':>6}")
     for r in rows:
         note = "  disconnected" if r["disconnected"] else ""
         click.echo(f"{r['threshold']:8.4f} {r['test_accuracy']:9.4f} {r['sparsity']:9.4f} {r['nodes']:6d}{note}")
-    click.echo(f"wrote {Path(run) / 'thresholds.csv'} and thresholds.png")
+    click.echo(f"wrote {files.thresholds_csv} and {files.thresholds_png.name}")
 
 
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--threshold", type=float, default=0.006, show_default=True)
+@click.option("--threshold", type=float, default=DEFAULT_TAU, show_default=True)
 @click.option("--fit-channels", is_flag=False, flag_value="full", default=None,
               help="Fit C so the parameter count is nearest to TARGET (default: the complete network's).")
 @click.option("--seed", type=int, help="Seed of the new initialisation (default: the run's + 1000).")

@@ -1,7 +1,7 @@
-"""Comparing learned networks across runs (SPEC §6, §7): similarity, UMAP, drawings, edge dynamics.
+"""Comparing learned networks across runs (SPEC §6, §7): similarity, UMAP, top-k graphs, edge dynamics.
 
 Everything here works from a sweep's `runs.csv` (read with `load_runs`) and its run directories:
-no torch, no training. Figures are PNG files written atomically (`dagwire.draw.save_figure`).
+numbers only, no torch, no matplotlib. The figures of these numbers are drawn in `dagwire.draw`.
 
 Conventions:
 - Runs are ordered by dataset in the paper's order of difficulty (cmnist, ckmnist, cfashionmnist,
@@ -21,11 +21,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .config import DEFAULT_TAU
 from .errors import DagwireError
+from .paper import PAPER_DATASETS
+from .rundir import RunDir
 from .spec import GraphSpec
 
 # The paper's datasets in its order of difficulty (Tables 1-5 columns).
-PAPER_DATASETS = ("cmnist", "ckmnist", "cfashionmnist", "cifar10", "cifar10_t8")
 
 # Table 1 + Table 2 features except `parameters` (SPEC §6), for the paper's 3 stages; `feature_columns`
 # expands the per-stage entries to the stages a sweep actually has.
@@ -56,7 +58,7 @@ def dataset_order(names: Sequence[str]) -> list[str]:
     return known + sorted(d for d in distinct if d not in PAPER_DATASETS)
 
 
-def _as_bool(values) -> np.ndarray:
+def as_bool(values) -> np.ndarray:
     """A CSV column of booleans (True/False, 1/0, strings, blanks) as a numpy bool array."""
     out = []
     for v in values:
@@ -103,7 +105,7 @@ def with_flags(df):
     df["dataset"] = df["dataset"].astype(str)
     df["status"] = df["status"].astype(str).str.strip() if "status" in df.columns else "done"
     df["done"] = df["status"].eq("done")
-    df["disconnected"] = _as_bool(df["disconnected"]) if "disconnected" in df.columns else False
+    df["disconnected"] = as_bool(df["disconnected"]) if "disconnected" in df.columns else False
     # A done run without graph features (a disconnected graph has none) cannot be compared.
     if "nodes" in df.columns:
         df["disconnected"] = df["disconnected"] | pd.to_numeric(df["nodes"], errors="coerce").isna()
@@ -156,12 +158,12 @@ def standardise(X: np.ndarray) -> np.ndarray:
 
 def feature_matrix(df) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """Standardised feature vectors of the connected done runs (by dataset, seed) and their (dataset, seed)."""
-    rows = _connected(df)
+    rows = connected_runs(df)
     columns = feature_columns(df)
     missing = [c for c in columns if c not in rows.columns]
     if missing:
         raise DagwireError(f"runs.csv lacks the feature column(s) {', '.join(missing)}")
-    X = rows[columns].apply(_numeric).to_numpy(dtype=float)
+    X = rows[columns].apply(numeric_values).to_numpy(dtype=float)
     finite = np.isfinite(X).all(axis=1)
     rows, X = rows[finite], X[finite]
     labels = [(str(d), int(s)) for d, s in zip(rows["dataset"], rows["seed"])]
@@ -178,8 +180,8 @@ def pooled_feature_matrix(df, taus: Sequence[float]) -> tuple[np.ndarray, list[t
 
     columns = feature_columns(df)
     vectors, labels = [], []
-    for _, row in _connected(df).iterrows():
-        spec = _load_graph(row["run_dir"])
+    for _, row in connected_runs(df).iterrows():
+        spec = load_graph(row["run_dir"])
         if spec is None or spec.weights is None:
             continue
         for tau in taus:
@@ -194,13 +196,13 @@ def pooled_feature_matrix(df, taus: Sequence[float]) -> tuple[np.ndarray, list[t
     return standardise(np.asarray(vectors, dtype=float)), labels
 
 
-def _numeric(column):
+def numeric_values(column):
     import pandas as pd
 
     return pd.to_numeric(column, errors="coerce")
 
 
-def _connected(df):
+def connected_runs(df):
     """The connected done runs, sorted by dataset (paper order) then seed."""
     if "connected" not in df.columns:
         df = with_flags(df)
@@ -223,54 +225,20 @@ def similarity_matrix(X: np.ndarray, gamma: float | None = None) -> np.ndarray:
     return rbf_kernel(X, gamma=gamma)
 
 
-def _dataset_of(label) -> str:
+def dataset_of(label) -> str:
     return str(label[0]) if isinstance(label, (tuple, list)) else str(label)
 
 
-def _blocks(labels: Sequence) -> list[tuple[str, int, int]]:
+def dataset_blocks(labels: Sequence) -> list[tuple[str, int, int]]:
     """(dataset, start, stop) of consecutive runs of the same dataset."""
     out: list[tuple[str, int, int]] = []
     for k, label in enumerate(labels):
-        d = _dataset_of(label)
+        d = dataset_of(label)
         if out and out[-1][0] == d:
             out[-1] = (d, out[-1][1], k + 1)
         else:
             out.append((d, k, k + 1))
     return out
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no screen
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_similarity(S: np.ndarray, labels: Sequence, path: str | os.PathLike,
-                    title: str = "RBF similarity of standardised graph features") -> None:
-    """Fig. 4: the similarity matrix as a heatmap, dataset blocks outlined and named."""
-    from .draw import save_figure
-
-    plt = _plt()
-    n = len(labels)
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    image = ax.imshow(np.asarray(S), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-    blocks = _blocks(labels)
-    for _, start, stop in blocks:
-        # A white square around each dataset's block: within-dataset similarity is the point of Fig. 4.
-        ax.add_patch(plt.Rectangle((start - 0.5, start - 0.5), stop - start, stop - start,
-                                   fill=False, edgecolor="white", linewidth=1.5))
-    centres = [(start + stop - 1) / 2 for _, start, stop in blocks]
-    names = [f"{d} ({stop - start})" for d, start, stop in blocks]
-    ax.set_xticks(centres, names, rotation=35, ha="right", fontsize=8)
-    ax.set_yticks(centres, names, fontsize=8)
-    ax.set_xlim(-0.5, n - 0.5)
-    ax.set_ylim(n - 0.5, -0.5)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="similarity")
-    ax.set_title(title, fontsize=10)
-    save_figure(fig, path)
 
 
 def _pca_2d(X: np.ndarray) -> np.ndarray:
@@ -304,77 +272,17 @@ def umap_embedding(X: np.ndarray, seed: int = 0) -> np.ndarray:
         return np.asarray(reducer.fit_transform(X), dtype=float)
 
 
-def plot_umap(E: np.ndarray, labels: Sequence, path: str | os.PathLike) -> None:
-    """Fig. 8: the 2-D embedding, one colour per dataset (says so when PCA stood in for UMAP)."""
-    from .draw import save_figure
-
-    plt = _plt()
-    E = np.asarray(E, dtype=float)
-    fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    datasets = dataset_order([_dataset_of(label) for label in labels])
-    for k, d in enumerate(datasets):
-        idx = [i for i, label in enumerate(labels) if _dataset_of(label) == d]
-        runs = len({tuple(labels[i][:2]) if isinstance(labels[i], (tuple, list)) else labels[i] for i in idx})
-        count = f"{len(idx)}" if runs == len(idx) else f"{runs} runs, {len(idx)} points"
-        ax.scatter(E[idx, 0], E[idx, 1], s=40, color=DATASET_COLOURS[k % len(DATASET_COLOURS)],
-                   edgecolors="black", linewidths=0.4, label=f"{d} ({count})")
-    method = "UMAP" if len(labels) >= UMAP_MIN_POINTS else (
-        f"PCA (only {len(labels)} networks: UMAP needs at least {UMAP_MIN_POINTS})")
-    ax.set_title(f"{method} of standardised graph features", fontsize=10)
-    ax.set_xlabel("dimension 1")
-    ax.set_ylabel("dimension 2")
-    ax.legend(fontsize=8, frameon=False, loc="best")
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
-
-
 # --------------------------------------------------------------------------------------------
 # Drawings (Fig. 3, 9)
 
 
-def _load_graph(run_dir: str) -> GraphSpec | None:
+def load_graph(run_dir: str) -> GraphSpec | None:
     from . import spec as specs
 
-    path = Path(run_dir) / "graph.json" if run_dir else None
+    path = RunDir(run_dir).graph if run_dir else None
     if path is None or not path.is_file():
         return None
     return specs.load(path)
-
-
-def plot_graph_grid(df, path: str | os.PathLike, tau: float = 0.006, max_seeds: int = 10) -> None:
-    """Fig. 9: pruned graphs drawn in a grid, rows = datasets, columns = seeds (up to max_seeds)."""
-    from .draw import draw_graph, save_figure
-
-    plt = _plt()
-    df = with_flags(df)
-    datasets = dataset_order(df["dataset"])
-    seeds = sorted({int(s) for s in df["seed"]})[:max_seeds]
-    if not datasets or not seeds:
-        raise DagwireError("no runs to draw")
-    fig, axes = plt.subplots(len(datasets), len(seeds), figsize=(2.6 * len(seeds), 2.7 * len(datasets)),
-                             squeeze=False)
-    handles: tuple = ()
-    for r, d in enumerate(datasets):
-        for c, s in enumerate(seeds):
-            ax = axes[r][c]
-            match = df[(df["dataset"] == d) & (df["seed"].astype(int) == s)]
-            row = match.iloc[0] if len(match) else None
-            spec = _load_graph(row["run_dir"]) if row is not None and row["status"] == "done" else None
-            if spec is None or spec.weights is None:
-                why = "no run" if row is None else ("failed" if row["status"] != "done" else "no graph.json")
-                ax.text(0.5, 0.5, f"{d} seed {s}\n{why}", ha="center", va="center", fontsize=8, color="grey")
-                ax.set_axis_off()
-                continue
-            draw_graph(spec, title=f"{d} seed {s}", tau=tau, ax=ax, arrows=False)
-            legend = ax.get_legend()
-            if legend is not None:
-                if not handles:
-                    handles = (legend.legend_handles, [t.get_text() for t in legend.get_texts()])
-                legend.remove()  # one stage legend for the whole grid, outside the drawings
-    if handles:
-        fig.legend(*handles, loc="upper right", fontsize=8, frameon=False)
-    fig.suptitle(f"Pruned graphs (τ = {tau:g}), Kamada-Kawai layout, nodes coloured by stage", fontsize=11)
-    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,79 +291,20 @@ def plot_graph_grid(df, path: str | os.PathLike, tau: float = 0.006, max_seeds: 
 
 def load_history(run_dir: str) -> np.ndarray | None:
     """edge_history.npy of a run (epochs × edges), or None when it is missing."""
-    path = Path(run_dir) / "edge_history.npy" if run_dir else None
+    path = RunDir(run_dir).edge_history if run_dir else None
     if path is None or not path.is_file():
         return None
     history = np.load(path, allow_pickle=False)
     return np.atleast_2d(np.asarray(history, dtype=float))
 
 
-def plot_edge_trajectories(history: np.ndarray, retained: np.ndarray, tau: float, path: str | os.PathLike,
-                           sample: int = 25, seed: int = 0, title: str | None = None) -> None:
-    """Fig. 6a: |tanh w| over epochs of a random sample of retained (left) and eliminated (right) edges."""
-    from .draw import save_figure
-
-    plt = _plt()
-    history = np.atleast_2d(np.asarray(history, dtype=float))
-    retained = np.asarray(retained, dtype=bool)
-    if history.shape[1] != retained.size:
-        raise ValueError(f"history {history.shape} does not match {retained.size} edges")
-    rng = np.random.default_rng(seed)
-    epochs = np.arange(1, history.shape[0] + 1)
-    # Log scale: an exact zero has no place on it, so it is drawn at the floor.
-    floor = max(min(tau / 100.0, float(np.min(history[history > 0], initial=1.0))), 1e-9)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, mask, name, colour in ((axes[0], retained, "retained", "#4C72B0"),
-                                   (axes[1], ~retained, "eliminated", "#C44E52")):
-        idx = np.flatnonzero(mask)
-        chosen = np.sort(rng.choice(idx, size=min(sample, idx.size), replace=False)) if idx.size else idx
-        for e in chosen:
-            ax.plot(epochs, np.maximum(history[:, e], floor), color=colour, alpha=0.45, linewidth=0.9)
-        ax.axhline(tau, color="black", linestyle="--", linewidth=1)
-        ax.text(epochs[0], tau, f" τ={tau:g}", va="bottom", fontsize=8)
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_title(f"{name} edges ({chosen.size} of {idx.size} shown)", fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("|tanh w| at the end of the epoch")
-    if title:
-        fig.suptitle(title, fontsize=11)
-    save_figure(fig, path)
-
-
-def _mean_std(values: np.ndarray) -> tuple[float, float, int]:
+def mean_std(values: np.ndarray) -> tuple[float, float, int]:
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan"), float("nan"), 0
     std = float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
     return float(values.mean()), std, int(values.size)
-
-
-def plot_dsc(df, path: str | os.PathLike) -> None:
-    """Fig. 6b: mean DSC of the pruned edges with the largest / smallest epoch-1 edges, per dataset (± std)."""
-    from .draw import save_figure
-
-    plt = _plt()
-    rows = _connected(df)  # a disconnected run has no pruned edge set to compare
-    datasets = dataset_order(rows["dataset"])
-    stats = {key: [_mean_std(_numeric(rows.loc[rows["dataset"] == d, key]) if key in rows.columns else [])
-                   for d in datasets] for key in ("dyn_dsc_largest", "dyn_dsc_smallest")}
-    x = np.arange(len(datasets))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(datasets) + 2), 3.8))
-    for offset, key, name, colour in ((-0.18, "dyn_dsc_largest", "largest", "#4C72B0"),
-                                      (0.18, "dyn_dsc_smallest", "smallest", "#DD8452")):
-        means = [m for m, _, _ in stats[key]]
-        errors = [0.0 if not np.isfinite(s) else s for _, s, _ in stats[key]]
-        ax.bar(x + offset, means, width=0.36, yerr=errors, capsize=3, color=colour,
-               label=f"{name} edges after epoch 1")
-    ax.set_xticks(x, [f"{d}\n(n={stats['dyn_dsc_largest'][k][2]})" for k, d in enumerate(datasets)], fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("DSC with the pruned edge set")
-    ax.set_title("Pruned edges vs the same number of largest / smallest edges after epoch 1", fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    save_figure(fig, path)
 
 
 def topk_graph(spec: GraphSpec, first_epoch: np.ndarray, target_edges: int) -> GraphSpec:
@@ -507,7 +356,7 @@ class TopKResult:
     skipped: list[str] = field(default_factory=list)  # "dataset seed: why"
 
 
-def topk_similarity(df, tau: float = 0.006, gamma: float | None = None) -> TopKResult:
+def topk_similarity(df, tau: float = DEFAULT_TAU, gamma: float | None = None) -> TopKResult:
     """Fig. 7: RBF (features standardised jointly over pruned and top-k graphs) and edge DSC, per run.
 
     For each dataset the target size is round((1 − mean sparsity) · |E_initial|), the mean over its
@@ -522,15 +371,15 @@ def topk_similarity(df, tau: float = 0.006, gamma: float | None = None) -> TopKR
     from . import graphs
     from .dynamics import dice
 
-    rows = _connected(df)
+    rows = connected_runs(df)
     columns = feature_columns(df)
     records, pruned_vectors, topk_vectors, edge_sets, skipped = [], [], [], [], []
     for d in dataset_order(rows["dataset"]):
         group = rows[rows["dataset"] == d]
-        sparsity = _numeric(group["sparsity"]).mean()
+        sparsity = numeric_values(group["sparsity"]).mean()
         for _, row in group.iterrows():
             name = f"{d} seed {int(row['seed'])}"
-            spec, history = _load_graph(row["run_dir"]), load_history(row["run_dir"])
+            spec, history = load_graph(row["run_dir"]), load_history(row["run_dir"])
             if spec is None or spec.weights is None or history is None:
                 skipped.append(f"{name}: graph.json or edge_history.npy missing")
                 continue
@@ -568,33 +417,6 @@ def topk_similarity(df, tau: float = 0.006, gamma: float | None = None) -> TopKR
     table["dsc"] = np.diag(dsc)
     labels = [(r["dataset"], r["seed"]) for r in records]
     return TopKResult(table, labels, rbf, dsc, skipped)
-
-
-def plot_topk(result: TopKResult, path: str | os.PathLike) -> None:
-    """Fig. 7: (a) RBF and (b) DSC similarity, pruned graphs (rows) × top-k graphs (columns)."""
-    from .draw import save_figure
-
-    plt = _plt()
-    n = len(result.labels)
-    if n == 0:
-        raise DagwireError("no top-k graphs to plot: " + ("; ".join(result.skipped) or "no connected runs"))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.0), gridspec_kw={"wspace": 0.3})
-    blocks = _blocks(result.labels)
-    centres = [(start + stop - 1) / 2 for _, start, stop in blocks]
-    names = [d for d, _, _ in blocks]
-    for ax, matrix, name in ((axes[0], result.rbf, "(a) structural (RBF) similarity"),
-                             (axes[1], result.dsc, "(b) edge DSC")):
-        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-        for _, start, stop in blocks:
-            ax.add_patch(plt.Rectangle((start - 0.5, start - 0.5), stop - start, stop - start,
-                                       fill=False, edgecolor="white", linewidth=1.2))
-        ax.set_xticks(centres, names, rotation=35, ha="right", fontsize=8)
-        ax.set_yticks(centres, names, fontsize=8)
-        ax.set_xlabel("top-k graph (largest edges after epoch 1)")
-        ax.set_title(name, fontsize=10)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    axes[0].set_ylabel("pruned graph")
-    save_figure(fig, path)
 
 
 def retained_mask(spec: GraphSpec, tau: float) -> np.ndarray:

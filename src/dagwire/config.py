@@ -15,39 +15,55 @@ from .errors import DagwireError
 from .files import atomic_write_text
 
 
+# The paper's threshold τ (Sec. 3): edges with |tanh w| below it are erased. Every default τ is this one.
+DEFAULT_TAU = 0.006
+
+
+def _option(default: Any, help: str, **flag: Any) -> Any:
+    """A TrainConfig field with its command-line help (and flag details): options.py builds the flags from these."""
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass
 class TrainConfig:
-    """Every knob of a training run; the defaults are the paper's regime (App. A)."""
+    """Every knob of a training run; the defaults are the paper's regime (App. A).
 
-    dataset: str = "cfashionmnist"
-    data_dir: str | None = None
-    limit_train: int | None = None
-    limit_test: int | None = None
-    carve_test: float | None = None  # carve train+test from the official test split (MNIST here)
-    data_seed: int = 0  # the data subset stays fixed across training seeds
-    nodes: int = 60
-    stages: int = 3
-    channels: int = 11
-    graph: str = "complete"  # "complete", "local", or a graph.json path
-    local_window: int = 10
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lam: float = 1e-3
-    # Where lr is multiplied by lr_gamma: an int is an epoch, a fraction in (0, 1) a share of all
-    # steps, "500s" a step count (see milestone_steps). None: 80% and 90% of the epochs.
-    lr_milestones: list[int | float | str] | None = None
-    lr_gamma: float = 0.1
-    augment: bool = True
-    holdout: int | None = None  # training images held out (stratified, fixed by data_seed), never trained on
-    seed: int = 0
-    device: str = "cpu"
-    eval_batch_size: int = 1000
-    threshold: float = 0.006
-    compile: bool = False  # torch.compile the network: minutes of compiling, pays off on long GPU runs
-    precision: str = "fp32"  # "bf16": autocast matmuls and convolutions to bfloat16 (fast on GPUs)
+    Each field is also a `dagwire train` flag (`options.train_options` builds them from here), so a
+    default or a help text is written once.
+    """
+
+    dataset: str = _option("cfashionmnist", "cmnist, ckmnist, cfashionmnist, cifar10, <name>_t8, folder:DIR, npz:FILE.")
+    data_dir: str | None = _option(None, "Where the dataset files are (also searched: $DAGWIRE_DATA, cache, "
+                                          "/usr/share/datasets).")
+    limit_train: int | None = _option(None, "Stratified, seeded subset of N training images.")
+    limit_test: int | None = _option(None, "Stratified, seeded subset of N test images.")
+    carve_test: float | None = _option(None, "Carve train and test (this fraction) from the official test split only.")
+    data_seed: int = _option(0, "Seed of the data subsets (the same for every run seed).")
+    nodes: int = _option(60, "Number of DAG nodes.")
+    stages: int = _option(3, "Number of equal stages.")
+    channels: int = _option(11, "Channels C of stage 0.")
+    graph: str = _option("complete", "Initial DAG: complete, local, or a graph.json path.")
+    local_window: int = _option(10, "Window k of the local graph (j - i <= k).")
+    epochs: int = _option(100, "Epochs.")
+    batch_size: int = _option(128, "Batch size.")
+    lr: float = _option(0.1, "Initial learning rate.")
+    momentum: float = _option(0.9, "SGD momentum.")
+    weight_decay: float = _option(1e-4, "Weight decay (on every parameter, the edge weights too).")
+    lam: float = _option(1e-3, "λ of the L1 resources term.")
+    lr_milestones: list[int | float | str] | None = _option(
+        None, "Where lr drops ×lr-gamma: epochs (80,90), fractions of all steps (0.8,0.9) or step counts "
+              "(500s,740s); default 80%,90% of the epochs.", text=True)
+    lr_gamma: float = _option(0.1, "Factor of the learning rate at each milestone.")
+    augment: bool = _option(True, "Random crop + flip.")
+    holdout: int | None = _option(None, "Hold out N training images (stratified, by --data-seed), never trained on: "
+                                        "τ* is chosen on them.")
+    seed: int = _option(0, "Seed of initialisation and data order.")
+    device: str = _option("cpu", "cpu, cuda, cuda:N or mps.")
+    eval_batch_size: int = _option(1000, "Batch size of evaluations.")
+    threshold: float = _option(DEFAULT_TAU, "τ for the thresholded accuracy at the end.")
+    compile: bool = _option(False, "torch.compile the network: minutes of compiling, pays off on long GPU runs.")
+    precision: str = _option("fp32", "bf16: autocast matmuls and convolutions to bfloat16 (fast on GPUs).",
+                             choices=("fp32", "bf16"))
 
     def milestone_steps(self, steps_per_epoch: int) -> list[int]:
         """The SGD steps (counted from 0) from which on the learning rate is multiplied by lr_gamma once more."""

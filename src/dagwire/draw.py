@@ -14,11 +14,15 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
+import numpy as np  # noqa: E402
 
 from . import graphs  # noqa: E402
 from .errors import DagwireError  # noqa: E402
 from .files import atomic_write  # noqa: E402
 from .spec import GraphSpec  # noqa: E402
+from .compare import (DATASET_COLOURS, UMAP_MIN_POINTS, TopKResult, connected_runs, dataset_blocks,  # noqa: E402
+                      dataset_of, dataset_order, load_graph, mean_std, numeric_values, with_flags)
+from .rundir import RunDir  # noqa: E402
 
 # Seaborn's "deep" qualitative palette: stages stay distinguishable in print and for most colour-blind readers.
 STAGE_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
@@ -136,3 +140,204 @@ def plot_threshold_curve(rows: Sequence[dict], path: str | os.PathLike, title: s
     if title:
         top.set_title(title)
     save_figure(fig, path)
+
+
+# --- figures of a sweep's comparison (Figs. 2, 4, 6-9): numbers from compare.py, drawn here ----------
+
+def plot_similarity(S: np.ndarray, labels: Sequence, path: str | os.PathLike,
+                    title: str = "RBF similarity of standardised graph features") -> None:
+    """Fig. 4: the similarity matrix as a heatmap, dataset blocks outlined and named."""
+
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    image = ax.imshow(np.asarray(S), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    blocks = dataset_blocks(labels)
+    for _, start, stop in blocks:
+        # A white square around each dataset's block: within-dataset similarity is the point of Fig. 4.
+        ax.add_patch(plt.Rectangle((start - 0.5, start - 0.5), stop - start, stop - start,
+                                   fill=False, edgecolor="white", linewidth=1.5))
+    centres = [(start + stop - 1) / 2 for _, start, stop in blocks]
+    names = [f"{d} ({stop - start})" for d, start, stop in blocks]
+    ax.set_xticks(centres, names, rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(centres, names, fontsize=8)
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(n - 0.5, -0.5)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="similarity")
+    ax.set_title(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def plot_umap(E: np.ndarray, labels: Sequence, path: str | os.PathLike) -> None:
+    """Fig. 8: the 2-D embedding, one colour per dataset (says so when PCA stood in for UMAP)."""
+
+    E = np.asarray(E, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    datasets = dataset_order([dataset_of(label) for label in labels])
+    for k, d in enumerate(datasets):
+        idx = [i for i, label in enumerate(labels) if dataset_of(label) == d]
+        runs = len({tuple(labels[i][:2]) if isinstance(labels[i], (tuple, list)) else labels[i] for i in idx})
+        count = f"{len(idx)}" if runs == len(idx) else f"{runs} runs, {len(idx)} points"
+        ax.scatter(E[idx, 0], E[idx, 1], s=40, color=DATASET_COLOURS[k % len(DATASET_COLOURS)],
+                   edgecolors="black", linewidths=0.4, label=f"{d} ({count})")
+    method = "UMAP" if len(labels) >= UMAP_MIN_POINTS else (
+        f"PCA (only {len(labels)} networks: UMAP needs at least {UMAP_MIN_POINTS})")
+    ax.set_title(f"{method} of standardised graph features", fontsize=10)
+    ax.set_xlabel("dimension 1")
+    ax.set_ylabel("dimension 2")
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def plot_graph_grid(df, path: str | os.PathLike, tau: float = DEFAULT_TAU, max_seeds: int = 10) -> None:
+    """Fig. 9: pruned graphs drawn in a grid, rows = datasets, columns = seeds (up to max_seeds)."""
+
+    df = with_flags(df)
+    datasets = dataset_order(df["dataset"])
+    seeds = sorted({int(s) for s in df["seed"]})[:max_seeds]
+    if not datasets or not seeds:
+        raise DagwireError("no runs to draw")
+    fig, axes = plt.subplots(len(datasets), len(seeds), figsize=(2.6 * len(seeds), 2.7 * len(datasets)),
+                             squeeze=False)
+    handles: tuple = ()
+    for r, d in enumerate(datasets):
+        for c, s in enumerate(seeds):
+            ax = axes[r][c]
+            match = df[(df["dataset"] == d) & (df["seed"].astype(int) == s)]
+            row = match.iloc[0] if len(match) else None
+            spec = load_graph(row["run_dir"]) if row is not None and row["status"] == "done" else None
+            if spec is None or spec.weights is None:
+                why = "no run" if row is None else ("failed" if row["status"] != "done" else "no graph.json")
+                ax.text(0.5, 0.5, f"{d} seed {s}\n{why}", ha="center", va="center", fontsize=8, color="grey")
+                ax.set_axis_off()
+                continue
+            draw_graph(spec, title=f"{d} seed {s}", tau=tau, ax=ax, arrows=False)
+            legend = ax.get_legend()
+            if legend is not None:
+                if not handles:
+                    handles = (legend.legend_handles, [t.get_text() for t in legend.get_texts()])
+                legend.remove()  # one stage legend for the whole grid, outside the drawings
+    if handles:
+        fig.legend(*handles, loc="upper right", fontsize=8, frameon=False)
+    fig.suptitle(f"Pruned graphs (τ = {tau:g}), Kamada-Kawai layout, nodes coloured by stage", fontsize=11)
+    save_figure(fig, path)
+
+
+def plot_edge_trajectories(history: np.ndarray, retained: np.ndarray, tau: float, path: str | os.PathLike,
+                           sample: int = 25, seed: int = 0, title: str | None = None) -> None:
+    """Fig. 6a: |tanh w| over epochs of a random sample of retained (left) and eliminated (right) edges."""
+
+    history = np.atleast_2d(np.asarray(history, dtype=float))
+    retained = np.asarray(retained, dtype=bool)
+    if history.shape[1] != retained.size:
+        raise ValueError(f"history {history.shape} does not match {retained.size} edges")
+    rng = np.random.default_rng(seed)
+    epochs = np.arange(1, history.shape[0] + 1)
+    # Log scale: an exact zero has no place on it, so it is drawn at the floor.
+    floor = max(min(tau / 100.0, float(np.min(history[history > 0], initial=1.0))), 1e-9)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, mask, name, colour in ((axes[0], retained, "retained", "#4C72B0"),
+                                   (axes[1], ~retained, "eliminated", "#C44E52")):
+        idx = np.flatnonzero(mask)
+        chosen = np.sort(rng.choice(idx, size=min(sample, idx.size), replace=False)) if idx.size else idx
+        for e in chosen:
+            ax.plot(epochs, np.maximum(history[:, e], floor), color=colour, alpha=0.45, linewidth=0.9)
+        ax.axhline(tau, color="black", linestyle="--", linewidth=1)
+        ax.text(epochs[0], tau, f" τ={tau:g}", va="bottom", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{name} edges ({chosen.size} of {idx.size} shown)", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("|tanh w| at the end of the epoch")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    save_figure(fig, path)
+
+
+def plot_dsc(df, path: str | os.PathLike) -> None:
+    """Fig. 6b: mean DSC of the pruned edges with the largest / smallest epoch-1 edges, per dataset (± std)."""
+
+    rows = connected_runs(df)  # a disconnected run has no pruned edge set to compare
+    datasets = dataset_order(rows["dataset"])
+    stats = {key: [mean_std(numeric_values(rows.loc[rows["dataset"] == d, key]) if key in rows.columns else [])
+                   for d in datasets] for key in ("dyn_dsc_largest", "dyn_dsc_smallest")}
+    x = np.arange(len(datasets))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(datasets) + 2), 3.8))
+    for offset, key, name, colour in ((-0.18, "dyn_dsc_largest", "largest", "#4C72B0"),
+                                      (0.18, "dyn_dsc_smallest", "smallest", "#DD8452")):
+        means = [m for m, _, _ in stats[key]]
+        errors = [0.0 if not np.isfinite(s) else s for _, s, _ in stats[key]]
+        ax.bar(x + offset, means, width=0.36, yerr=errors, capsize=3, color=colour,
+               label=f"{name} edges after epoch 1")
+    ax.set_xticks(x, [f"{d}\n(n={stats['dyn_dsc_largest'][k][2]})" for k, d in enumerate(datasets)], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("DSC with the pruned edge set")
+    ax.set_title("Pruned edges vs the same number of largest / smallest edges after epoch 1", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, path)
+
+
+def plot_topk(result: TopKResult, path: str | os.PathLike) -> None:
+    """Fig. 7: (a) RBF and (b) DSC similarity, pruned graphs (rows) × top-k graphs (columns)."""
+
+    n = len(result.labels)
+    if n == 0:
+        raise DagwireError("no top-k graphs to plot: " + ("; ".join(result.skipped) or "no connected runs"))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.0), gridspec_kw={"wspace": 0.3})
+    blocks = dataset_blocks(result.labels)
+    centres = [(start + stop - 1) / 2 for _, start, stop in blocks]
+    names = [d for d, _, _ in blocks]
+    for ax, matrix, name in ((axes[0], result.rbf, "(a) structural (RBF) similarity"),
+                             (axes[1], result.dsc, "(b) edge DSC")):
+        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        for _, start, stop in blocks:
+            ax.add_patch(plt.Rectangle((start - 0.5, start - 0.5), stop - start, stop - start,
+                                       fill=False, edgecolor="white", linewidth=1.2))
+        ax.set_xticks(centres, names, rotation=35, ha="right", fontsize=8)
+        ax.set_yticks(centres, names, fontsize=8)
+        ax.set_xlabel("top-k graph (largest edges after epoch 1)")
+        ax.set_title(name, fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    axes[0].set_ylabel("pruned graph")
+    save_figure(fig, path)
+
+
+def plot_threshold_curves(df, path: str | os.PathLike, tau: float = DEFAULT_TAU) -> int:
+    """Fig. 2: mean test accuracy and sparsity over τ per dataset, from each done run's thresholds.csv."""
+    import pandas as pd
+
+
+    frames = []
+    for _, row in df[df["done"]].iterrows():
+        csv = RunDir(row["run_dir"]).thresholds_csv if row["run_dir"] else None
+        if csv is not None and csv.is_file():
+            try:
+                frame = pd.read_csv(csv)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError):
+                continue
+            if {"threshold", "test_accuracy", "sparsity"} <= set(frame.columns):
+                frames.append(frame.assign(dataset=row["dataset"]))
+    if not frames:
+        raise DagwireError("no run has a thresholds.csv (run `dagwire thresholds RUN`)")
+    data = pd.concat(frames)
+    mean = data.groupby(["dataset", "threshold"])[["test_accuracy", "sparsity"]].mean()
+    counts = data.groupby("dataset")["threshold"].count() // data.groupby("dataset")["threshold"].nunique()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for k, d in enumerate(dataset_order(data["dataset"])):
+        curve = mean.loc[d].sort_index()
+        colour = DATASET_COLOURS[k % len(DATASET_COLOURS)]
+        top.plot(curve.index, curve["test_accuracy"], "o-", color=colour, markersize=3,
+                 label=f"{d} (n={int(counts.get(d, 0))})")
+        bottom.plot(curve.index, curve["sparsity"], "o-", color=colour, markersize=3)
+    top.set_ylabel("mean test accuracy\n(no fine-tuning)")
+    bottom.set_ylabel("mean sparsity")
+    bottom.set_xlabel("threshold τ")
+    for ax in (top, bottom):
+        ax.set_xscale("symlog", linthresh=1e-3)  # τ runs from 0 to ~0.3 and 0 must show
+        ax.axvline(tau, color="grey", linestyle="--", linewidth=1)
+        ax.grid(alpha=0.3)
+    top.legend(fontsize=8, frameon=False)
+    top.set_title(f"Accuracy and sparsity over τ (dashed: τ = {tau:g})", fontsize=10)
+    save_figure(fig, path)
+    return len(frames)

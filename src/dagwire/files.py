@@ -71,6 +71,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 def mean_epoch_seconds(run_dir: str | os.PathLike) -> float:
     """Mean of `seconds` over the epochs in a run's metrics.jsonl (NaN when there are none)."""
-    seconds = [float(r["seconds"]) for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
+    from .rundir import RunDir
+
+    seconds = [float(r["seconds"]) for r in read_jsonl(RunDir(run_dir).metrics)
                if isinstance(r.get("seconds"), (int, float))]
     return sum(seconds) / len(seconds) if seconds else float("nan")

@@ -15,10 +15,10 @@ import numpy as np
 import scipy.optimize  # noqa: F401  (Kamada-Kawai minimises with it; loaded now so the BLAS controller sees it)
 
 from . import counts
+from .config import DEFAULT_TAU
 from .errors import SpecError
 from .spec import GraphSpec
 
-DEFAULT_TAU = 0.006
 
 
 def threshold(spec: GraphSpec, tau: float) -> GraphSpec:

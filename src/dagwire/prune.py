@@ -24,7 +24,8 @@ from .data import Dataset, load_dataset_for
 from .errors import DagwireError
 from .files import atomic_write_text
 from .model import DagNet, load_model, materialise
-from .train import CHECKPOINT, TrainResult, evaluate, load_run_config, resolve_device, train
+from .rundir import RunDir
+from .train import TrainResult, evaluate, load_run_config, resolve_device, train
 
 # The fixed τ grid of threshold curves, and of τ* (compare.tau_star): dense where small networks
 # trained briefly keep their edges (0.01-0.3).
@@ -44,17 +45,18 @@ class TrainedRun:
 
 def load_run(run: str | os.PathLike, device: str | None = None) -> TrainedRun:
     """Load a finished run directory (config.yaml, graph.json, weights.pt)."""
-    run = Path(run)
+    files = RunDir(run)
     config = load_run_config(run, device=device)
-    if not (run / "graph.json").exists() or not (run / "weights.pt").exists():
-        raise DagwireError(f"{run} has not finished training (no graph.json/weights.pt); resume it first")
-    learned = specs.load(run / "graph.json")
-    architecture = specs.load(run / "initial_graph.json").with_weights(None)
+    if not files.trained():
+        raise DagwireError(f"{run} has not finished training (no {files.graph.name}/{files.weights.name}); "
+                           f"resume it first")
+    learned = specs.load(files.graph)
+    architecture = specs.load(files.initial_graph).with_weights(None)
     model = load_model(
-        architecture, run / "weights.pt", config.channels,
+        architecture, files.weights, config.channels,
         int(learned.meta.get("in_channels", 3)), int(learned.meta.get("num_classes", 10)),
     ).to(resolve_device(config.device))
-    return TrainedRun(run, config, learned, model)
+    return TrainedRun(files.path, config, learned, model)
 
 
 def threshold_curve(
@@ -135,7 +137,7 @@ def retrain_config(
 
 def full_parameter_count(trained: TrainedRun) -> int:
     """Parameters of the run's complete initial network (the default --fit-channels target)."""
-    initial = specs.load(trained.path / "initial_graph.json")
+    initial = specs.load(RunDir(trained.path).initial_graph)
     return counts.parameter_count(
         initial, trained.config.channels, int(trained.learned.meta.get("in_channels", 3)),
         int(trained.learned.meta.get("num_classes", 10)),
@@ -144,7 +146,7 @@ def full_parameter_count(trained: TrainedRun) -> int:
 
 def retrain_dir(run: str | os.PathLike, tau: float, fit: bool) -> Path:
     """The default directory of a retraining: RUN/retrain-<τ:g> (same C) or RUN/retrain-<τ:g>-fitC."""
-    return Path(run) / (f"retrain-{tau:g}" + ("-fitC" if fit else ""))
+    return RunDir(run).retrain(tau, fit).path
 
 
 def retrain_run(
@@ -163,12 +165,13 @@ def retrain_run(
     """
     fit = fit or target is not None
     out_dir = Path(out) if out is not None else retrain_dir(trained.path, tau, fit)
-    finished = (out_dir / "graph.json").exists() and (out_dir / "weights.pt").exists()
-    present = (out_dir / CHECKPOINT).exists() or (out_dir / "graph.json").exists()
+    files = RunDir(out_dir)
+    finished = files.trained()
+    present = files.checkpoint.exists() or files.graph.exists()
     if resume is None:
         if finished:
             return load_run_config(out_dir, device=overrides.get("device")), _finished_result(out_dir)
-        resume = present or (out_dir / "config.yaml").exists()
+        resume = present or files.config.exists()
     if resume:
         config = load_run_config(out_dir, device=overrides.get("device"))
     else:
@@ -193,7 +196,7 @@ def _reuse_same_channels(trained: TrainedRun, tau: float, config: TrainConfig, o
     import shutil
 
     same_dir = retrain_dir(trained.path, tau, False)
-    if config.channels != trained.config.channels or not (same_dir / "graph.json").exists():
+    if config.channels != trained.config.channels or not RunDir(same_dir).graph.exists():
         return None
     try:
         same_config = load_run_config(same_dir)
@@ -204,7 +207,7 @@ def _reuse_same_channels(trained: TrainedRun, tau: float, config: TrainConfig, o
     staging = out_dir.with_name(out_dir.name + ".copying")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(same_dir, staging)
-    config.save(staging / "config.yaml")  # its own graph path; the copied pruned_graph.json is that graph
+    config.save(RunDir(staging).config)  # its own graph path; the copied pruned_graph.json is that graph
     shutil.rmtree(out_dir, ignore_errors=True)  # holds only the pruned graph retrain_config just wrote
     os.replace(staging, out_dir)
     return _finished_result(out_dir)
@@ -212,6 +215,6 @@ def _reuse_same_channels(trained: TrainedRun, tau: float, config: TrainConfig, o
 
 def _finished_result(out_dir: Path) -> TrainResult:
     """The TrainResult of a finished run directory, read from its graph.json."""
-    learned = specs.load(out_dir / "graph.json")
+    learned = specs.load(RunDir(out_dir).graph)
     return TrainResult(out_dir, float(learned.meta["test_accuracy"]), float(learned.meta["thresholded_accuracy"]),
                        learned)

@@ -40,8 +40,8 @@ import click
 from .config import given_values
 from .errors import DagwireError
 from .files import mean_epoch_seconds
-from .tables import (BASE_COLUMNS, DYNAMICS_KEYS, RETRAIN_COLUMNS, feature_columns, runs_frame,
-                     write_runs_table)
+from .stats import TAU_STAR_SUFFIX
+from .tables import RETRAIN_COLUMNS, feature_columns, runs_frame, write_runs_table
 
 SWEEP_FILE = "sweep.yaml"
 SWEEP_FORMAT = "dagwire-sweep/1"

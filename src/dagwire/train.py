@@ -1,13 +1,7 @@
 """The training loop, top to bottom: data, network, SGD + L1 resources term, per-epoch records.
 
-A run directory holds:
-    config.yaml         the full TrainConfig
-    initial_graph.json  the initial DAG (before training)
-    checkpoint.pt       model + optimiser + records, rewritten atomically every epoch
-    metrics.jsonl       one JSON line per epoch
-    edge_history.npy    epochs × edges, |tanh w| after each epoch, edge order = graph.json's
-    graph.json          the learned graph (written at the end)
-    weights.pt          the final state_dict (plain tensors)
+A run directory (`rundir.RunDir`) gets its config, initial graph, a checkpoint rewritten
+atomically every epoch, metrics and edge history; at the end the learned graph and weights.
 
 `--batch-seeds K` trains K runs that differ only in their seed as members of one network
 (`train_seeds`): the same loop, with K batches per step side by side in the channel dimension, K
@@ -40,9 +34,9 @@ from .config import TrainConfig, read_yaml, build_config
 from .data import Dataset, augment_batch, load_dataset_for, normalize_batch
 from .errors import DagwireError, TrainingDiverged
 from .files import atomic_write, atomic_write_text
+from .rundir import RunDir
 from .model import DagNet, create_model, save_weights, split_members, split_state, stack_members, stack_state
 
-CHECKPOINT = "checkpoint.pt"
 
 
 def initial_spec(config: TrainConfig) -> specs.GraphSpec:
@@ -146,7 +140,7 @@ def train_seeds(
     bits). K = 1 is a plain run. `before_training` runs once the data are loaded, before anything
     is written (the CLI checks the machine's kernels there).
     """
-    configs, outs = list(configs), [Path(o) for o in outs]
+    configs, outs = list(configs), [RunDir(o) for o in outs]
     config, members = configs[0], len(configs)
     if len(outs) != members:
         raise ValueError(f"{members} configs for {len(outs)} run directories")
@@ -156,9 +150,9 @@ def train_seeds(
         raise DagwireError("runs trained together (--batch-seeds) need distinct seeds and run directories")
     for out in outs:
         if resume:
-            if not (out / CHECKPOINT).exists() and not (out / "config.yaml").exists():
-                raise DagwireError(f"--resume {out}: no run there (no config.yaml or {CHECKPOINT})")
-        elif (out / CHECKPOINT).exists() or (out / "graph.json").exists():
+            if not out.started():
+                raise DagwireError(f"--resume {out}: no run there (no {out.config.name} or {out.checkpoint.name})")
+        elif out.checkpoint.exists() or out.graph.exists():
             raise DagwireError(f"{out} already holds a run; use --resume {out} or another --out")
 
     device = resolve_device(config.device)
@@ -180,8 +174,8 @@ def train_seeds(
     metrics: list[list[dict[str, Any]]] = [[] for _ in configs]
     history: list[list[list[float]]] = [[] for _ in configs]
     start_epoch = 0
-    if resume and any((out / CHECKPOINT).exists() for out in outs):
-        states = [_load_checkpoint(out / CHECKPOINT, device) for out in outs]
+    if resume and any(out.checkpoint.exists() for out in outs):
+        states = [_load_checkpoint(out.checkpoint, device) for out in outs]
         epochs_done = {int(state["epoch"]) for state in states}
         if len(epochs_done) > 1:
             raise DagwireError(f"runs trained together must resume from the same epoch; their checkpoints "
@@ -192,10 +186,10 @@ def train_seeds(
         history = [state["edge_history"].tolist() for state in states]
         start_epoch = epochs_done.pop()
     for member, out in zip(configs, outs):
-        if not resume or not (out / "config.yaml").exists():
-            out.mkdir(parents=True, exist_ok=True)
-            member.save(out / "config.yaml")
-            specs.save(initial, out / "initial_graph.json", dataset=config.dataset)
+        if not resume or not out.config.exists():
+            out.path.mkdir(parents=True, exist_ok=True)
+            member.save(out.config)
+            specs.save(initial, out.initial_graph, dataset=config.dataset)
 
     # The whole uint8 dataset lives on the device; batches are augmented there.
     train_x = torch.from_numpy(data.train_x).to(device)
@@ -296,13 +290,13 @@ def train_seeds(
     for k, (member, out) in enumerate(zip(configs, outs)):
         final_accuracy = metrics[k][-1]["test_accuracy"]
         thresholded_accuracy = masked_accuracies[k] if connected[k] else 1.0 / data.num_classes
-        save_weights(member_models[k], out / "weights.pt")
+        save_weights(member_models[k], out.weights)
         specs.save(
-            learned[k], out / "graph.json", dataset=config.dataset, seed=member.seed, channels=config.channels,
+            learned[k], out.graph, dataset=config.dataset, seed=member.seed, channels=config.channels,
             test_accuracy=final_accuracy, threshold=config.threshold, thresholded_accuracy=thresholded_accuracy,
             in_channels=int(data.train_x.shape[1]), num_classes=data.num_classes,
         )
-        results.append(TrainResult(out, final_accuracy, thresholded_accuracy, learned[k]))
+        results.append(TrainResult(out.path, final_accuracy, thresholded_accuracy, learned[k]))
     return results
 
 
@@ -345,7 +339,7 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
         raise DagwireError(f"cannot read {path}: {str(exc).splitlines()[0][:200]}") from None
 
 
-def _save_checkpoints(outs: list[Path], model, optimizer, epoch: int, metrics, history) -> None:
+def _save_checkpoints(outs: list[RunDir], model, optimizer, epoch: int, metrics, history) -> None:
     """One checkpoint per member run, as its own run would write it; then the files derived from it."""
     members = len(outs)
     model_states = split_state(model.state_dict(), members) if members > 1 else [model.state_dict()]
@@ -360,14 +354,14 @@ def _save_checkpoints(outs: list[Path], model, optimizer, epoch: int, metrics, h
             "metrics": json.dumps(metrics[k]),
             "edge_history": torch.from_numpy(history_array),
         }
-        atomic_write(out / CHECKPOINT, lambda f: torch.save(state, f))
-        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics[k]))
-        atomic_write(out / "edge_history.npy", lambda f: np.save(f, history_array))
+        atomic_write(out.checkpoint, lambda f: torch.save(state, f))
+        atomic_write_text(out.metrics, "".join(json.dumps(m) + "\n" for m in metrics[k]))
+        atomic_write(out.edge_history, lambda f: np.save(f, history_array))
 
 
 def load_run_config(run: str | os.PathLike, **overrides: Any) -> TrainConfig:
     """The config a run directory was started with, with optional overrides (e.g. device)."""
-    path = Path(run) / "config.yaml"
+    path = RunDir(run).config
     if not path.exists():
-        raise DagwireError(f"{run} is not a run directory (no config.yaml)")
+        raise DagwireError(f"{run} is not a run directory (no {path.name})")
     return build_config(None, **{**read_yaml(path), **{k: v for k, v in overrides.items() if v is not None}})

@@ -1,0 +1,127 @@
+"""A run directory: the one place that knows the names of the files a run writes.
+
+    config.yaml         the full TrainConfig
+    initial_graph.json  the initial DAG (before training)
+    checkpoint.pt       model + optimiser + records, rewritten atomically every epoch
+    metrics.jsonl       one JSON line per epoch
+    edge_history.npy    epochs × edges, |tanh w| after each epoch, edge order = graph.json's
+    graph.json          the learned graph (written at the end)
+    weights.pt          the final state_dict (plain tensors)
+and, for a run measured by a sweep:
+    thresholds.csv/.png accuracy (no fine-tuning) and sparsity over τ
+    features.json       SPEC §5 features at the config's τ and C
+    dynamics.json       SPEC §7 statistics of the edge history
+    status.json         {"status": "done" | "failed", ...}, written last
+    error.log           the traceback of a failed run
+    retrain-<τ>[-fitC]/ the pruned network trained from scratch (same C, or C fitted)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory's files, and whether the run has started or finished."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # --- what training writes ---
+    @property
+    def config(self) -> Path:
+        """config.yaml: the run's TrainConfig."""
+        return self.path / "config.yaml"
+
+    @property
+    def initial_graph(self) -> Path:
+        """initial_graph.json: the DAG the run started from."""
+        return self.path / "initial_graph.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        """checkpoint.pt: everything a resume needs."""
+        return self.path / "checkpoint.pt"
+
+    @property
+    def metrics(self) -> Path:
+        """metrics.jsonl: one line per epoch."""
+        return self.path / "metrics.jsonl"
+
+    @property
+    def edge_history(self) -> Path:
+        """edge_history.npy: |tanh w| of every edge after every epoch."""
+        return self.path / "edge_history.npy"
+
+    @property
+    def graph(self) -> Path:
+        """graph.json: the learned graph."""
+        return self.path / "graph.json"
+
+    @property
+    def weights(self) -> Path:
+        """weights.pt: the final state_dict."""
+        return self.path / "weights.pt"
+
+    # --- what measuring a run writes ---
+    @property
+    def thresholds_csv(self) -> Path:
+        """thresholds.csv: the threshold curve."""
+        return self.path / "thresholds.csv"
+
+    @property
+    def thresholds_png(self) -> Path:
+        """thresholds.png: the threshold curve, drawn."""
+        return self.path / "thresholds.png"
+
+    @property
+    def features(self) -> Path:
+        """features.json: the learned graph's features at the run's τ."""
+        return self.path / "features.json"
+
+    @property
+    def dynamics(self) -> Path:
+        """dynamics.json: statistics of the edge history."""
+        return self.path / "dynamics.json"
+
+    @property
+    def status(self) -> Path:
+        """status.json: done or failed, written last."""
+        return self.path / "status.json"
+
+    @property
+    def error_log(self) -> Path:
+        """error.log: a failed run's traceback."""
+        return self.path / "error.log"
+
+    @property
+    def lock(self) -> Path:
+        """.lock: held while a sweep task trains and measures the run."""
+        return self.path / ".lock"
+
+    def retrain(self, tau: float, fit: bool) -> "RunDir":
+        """retrain-<τ:g> (same C) or retrain-<τ:g>-fitC: the pruned network trained from scratch."""
+        return RunDir(self.path / (f"retrain-{tau:g}" + ("-fitC" if fit else "")))
+
+    # --- state ---
+    def started(self) -> bool:
+        """A run was started here (a config or a checkpoint exists)."""
+        return self.config.exists() or self.checkpoint.exists()
+
+    def trained(self) -> bool:
+        """Training finished: the learned graph and the final weights exist."""
+        return self.graph.exists() and self.weights.exists()
