@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import counts
+from . import counts, kernels
 from .errors import SpecError
 from .spec import GraphSpec
 
@@ -39,18 +39,14 @@ class NodeOp(nn.Module):
         self.bn3 = nn.BatchNorm2d(k * c_out)
         self.conv1 = nn.Conv2d(k * c_in, k * c_out, 1, stride=stride, bias=False, groups=k)
         self.bn1 = nn.BatchNorm2d(k * c_out)
+        self.fast_kernels = True  # the hand-written batch-norm pair of kernels.py (DagNet sets it)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the op."""
         a, b = self.conv3(F.relu(x)), pointwise(self.conv1, x)
-        if not (self.training and a.device.type == "cpu") or torch.compiler.is_compiling():
-            return self.bn3(a) + self.bn1(b)
-        out, *stats = _BatchNormPair.apply(a, b, self.bn3.weight, self.bn3.bias, self.bn1.weight, self.bn1.bias,
-                                           self.bn3.eps)
-        rows = a.numel() // a.shape[1]
-        _update_running_stats(self.bn3, stats[0], stats[1], rows)
-        _update_running_stats(self.bn1, stats[2], stats[3], rows)
-        return out
+        if self.fast_kernels and self.training and a.device.type == "cpu" and not torch.compiler.is_compiling():
+            return kernels.batch_norm_pair(a, b, self.bn3, self.bn1)
+        return self.bn3(a) + self.bn1(b)
 
 
 def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -65,160 +61,6 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if s != (1, 1):
         x = x[:, :, ::s[0], ::s[1]]
     return F.conv2d(x, conv.weight, conv.bias, groups=conv.groups)
-
-
-def _image(rows: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """A [B, H·W·C] or [B·H·W, C] matrix as the channels-last image it holds (the inverse of `_wide`)."""
-    b, c, h, w = shape
-    return rows.view(b, h, w, c).permute(0, 3, 1, 2)
-
-
-class _BatchNormPair(torch.autograd.Function):
-    """BN(a) + BN(b) in training mode, for channels-last a and b on the CPU.
-
-    Written by hand because ATen's CPU batch norm is about 3× slower on channels-last tensors with
-    few channels (11–44 here) than on NCHW ones, while mkldnn's convolutions are about 2× faster in
-    channels-last: this keeps the fast convolutions without the slow batch norm. It works on the
-    [B, H·W·C] view, where per-channel vectors repeated H·W times broadcast along rows only (on the
-    [B·H·W, C] view ATen's loops would run 11 elements at a time), and fuses the two norms and
-    their sum. Returns the output and, for the running statistics, each norm's batch mean and
-    biased variance.
-    """
-
-    @staticmethod
-    def forward(ctx, a, b, weight_a, bias_a, weight_b, bias_b, eps):  # type: ignore[override]
-        per_row = a.shape[2] * a.shape[3]  # H·W copies of each channel in a row of the wide view
-        dtype = torch.promote_types(a.dtype, weight_a.dtype)  # statistics in fp32 under bf16 autocast
-        out, saved, stats = None, [], []
-        for x, weight in ((_wide(a).to(dtype), weight_a), (_wide(b).to(dtype), weight_b)):
-            mean = _channel_sums(x, per_row) / (x.shape[0] * per_row)
-            centred = x - mean.repeat(per_row)
-            var = _channel_sums(centred * centred, per_row) / (x.shape[0] * per_row)
-            invstd = torch.rsqrt(var + eps)
-            scale = (weight * invstd).repeat(per_row)
-            if out is None:
-                out = torch.addcmul((bias_a + bias_b).repeat(per_row), centred, scale)
-            else:
-                out.addcmul_(centred, scale)
-            saved += [centred, invstd]
-            stats += [mean, var]
-        ctx.save_for_backward(*saved, weight_a, weight_b)
-        ctx.mark_non_differentiable(*stats)
-        return (_image(out, a.shape), *stats)
-
-    @staticmethod
-    def backward(ctx, grad, *_):  # type: ignore[override]
-        centred_a, invstd_a, centred_b, invstd_b, weight_a, weight_b = ctx.saved_tensors
-        per_row = grad.shape[2] * grad.shape[3]
-        g = _wide(grad)
-        count = g.shape[0] * per_row
-        sum_g = _channel_sums(g, per_row)
-        grads = []
-        for centred, invstd, weight in ((centred_a, invstd_a, weight_a), (centred_b, invstd_b, weight_b)):
-            sum_gc = _channel_sums(g * centred, per_row)
-            scale = weight * invstd
-            # d/dx of BN: scale · (g − mean(g) − x̂ · mean(g · x̂)), with x̂ = centred · invstd
-            dx = torch.addcmul((-scale * sum_g / count).repeat(per_row), g, scale.repeat(per_row))
-            dx.addcmul_(centred, (-scale * invstd * invstd * sum_gc / count).repeat(per_row))
-            grads += [_image(dx, grad.shape), invstd * sum_gc, sum_g]
-        dx_a, dweight_a, dbias_a, dx_b, dweight_b, dbias_b = grads
-        return dx_a, dx_b, dweight_a, dbias_a, dweight_b, dbias_b, None
-
-
-def _wide(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] as [B, H·W·C]: a view when x is channels-last, a copy otherwise."""
-    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
-
-
-def _channel_sums(wide: torch.Tensor, per_row: int) -> torch.Tensor:
-    """Per-channel sums of a [B, H·W·C] matrix: over rows first (long, vectorised), then over H·W."""
-    return wide.sum(0).view(per_row, -1).sum(0)
-
-
-@torch.no_grad()
-def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, rows: int) -> None:
-    """What nn.BatchNorm2d does to its running statistics in a training step (unbiased variance)."""
-    if not bn.track_running_stats:
-        return
-    bn.num_batches_tracked.add_(1)
-    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-    bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-    bn.running_var.mul_(1 - momentum).add_(var * (rows / max(rows - 1, 1)), alpha=momentum)
-
-
-def _member_rows(x: torch.Tensor, members: int) -> torch.Tensor:
-    """[B, K·c, H, W] as [B·H·W, K, c]: member k's channels in column block k (a view when channels-last)."""
-    return _wide(x).view(-1, members, x.shape[1] // members)
-
-
-def _sum_inputs(weights: torch.Tensor, base: torch.Tensor | None, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """base + Σ_e w_e · y_e, accumulated in place on the [B·H·W, K, c] views (weights [E] or [K, E])."""
-    k = 1 if weights.dim() == 1 else weights.shape[0]
-    w = weights.view(k, -1).t().unsqueeze(-1)  # w[e]: [K, 1], broadcast over [B·H·W, K, c]
-    out = _member_rows(inputs[0], k) * w[0] if base is None else _member_rows(base, k).clone()
-    for e in range(0 if base is not None else 1, len(inputs)):
-        out.addcmul_(_member_rows(inputs[e], k), w[e])
-    return _image(out.view(out.shape[0], -1), inputs[0].shape)
-
-
-class _InnerSum(torch.autograd.Function):
-    """Node j's input, base + Σ_i w_ij · y_i over its in-stage sources i, accumulated in place.
-
-    Autograd's `sum(w * y)` would allocate two tensors per edge and `torch.stack` would copy every
-    input. The backward is split the other way round: this function only files the gradient g_j of
-    the sum in `grads` (and passes it on to `base`); each source's `_Publish` then computes
-    dL/dy_i = Σ_j w_ij · g_j into one buffer and the weight gradients <g_j, y_i>, once every target
-    has filed its g_j. That is one multiply-add per edge instead of a multiply, a temporary and an
-    add. Weights are [E] for one network, or [K, E] for K member networks side by side in the
-    channel dimension; tensors are handled as their [B·H·W, K, c] views, so channels-last
-    activations are never copied.
-    """
-
-    @staticmethod
-    def forward(ctx, weights, base, grads, node, *inputs):  # type: ignore[override]
-        ctx.grads, ctx.node, ctx.has_base, ctx.sources = grads, node, base is not None, len(inputs)
-        return _sum_inputs(weights, base, inputs)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        ctx.grads[ctx.node] = grad
-        return (None, grad if ctx.has_base else None, None, None, *[None] * ctx.sources)
-
-
-class _Publish(torch.autograd.Function):
-    """y_i as the in-stage sums see it; its backward is those sums' share of dL/dy_i and dL/dw_i·.
-
-    `weights` are the strengths of i's in-stage out-edges (to `targets`), [E_i] or [K, E_i].
-    Autograd runs this backward only after every target's `_InnerSum` backward (they take its
-    output as input), so all the g_j it needs are filed in `grads` by then.
-    """
-
-    @staticmethod
-    def forward(ctx, y, weights, grads, targets):  # type: ignore[override]
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(y, weights)
-        ctx.grads, ctx.targets = grads, targets
-        return y.view_as(y)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        y, weights = ctx.saved_tensors
-        k = 1 if weights.dim() == 1 else weights.shape[0]
-        w = weights.view(k, -1).t().unsqueeze(-1)
-        target_grads = [_member_rows(ctx.grads[j], k) for j in ctx.targets]
-        total = None if grad is None else _member_rows(grad, k).clone()
-        for e, g in enumerate(target_grads):
-            total = g * w[e] if total is None else total.addcmul_(g, w[e])
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            rows = _member_rows(y, k)  # under bf16 autocast, gradients and activations may differ in dtype
-            if k == 1:
-                flat = rows.reshape(-1)
-                grad_w = torch.stack([torch.dot(g.reshape(-1).to(flat.dtype), flat) for g in target_grads])
-            else:
-                grad_w = torch.stack([torch.einsum("mkc,mkc->k", g.to(rows.dtype), rows) for g in target_grads], 1)
-            grad_w = grad_w.to(weights.dtype)
-        return _image(total.view(total.shape[0], -1), y.shape).to(y.dtype), grad_w, None, None
 
 
 class MemberLinear(nn.Module):
@@ -236,6 +78,16 @@ class MemberLinear(nn.Module):
         k = self.members
         w = self.weight.view(k, self.out, -1)
         return (torch.einsum("bkf,kof->bko", x.view(x.shape[0], k, -1), w) + self.bias.view(k, self.out)).flatten(1)
+
+
+class StagePlan(NamedTuple):
+    """One stage of the forward pass: reduce blocks (source, jump) feeding it, their target nodes, and
+    its nodes in order with their in-stage sources (index tensors: DagNet buffers plan_gather_<s>,
+    plan_inner_<j>)."""
+
+    blocks: list[tuple[int, int]]
+    targets: list[int]
+    nodes: list[tuple[int, list[int]]]
 
 
 class DagNet(nn.Module):
@@ -290,27 +142,36 @@ class DagNet(nn.Module):
         # 1 keeps an edge, 0 cuts it; used to evaluate a thresholded network without rebuilding it.
         self.register_buffer("edge_mask", torch.ones(shape), persistent=False)
 
-        # Execution plan, stage by stage. For the edges entering stage s: the reduce blocks
-        # (source, jump) to stack, the target nodes, and a [targets × sources] matrix of edge
-        # indices (spec.num_edges, an always-zero slot, where there is no edge).
-        self._stages = []
+        # Execution plan, stage by stage (StagePlan). Its index tensors are buffers, so they move
+        # with the module to its device once, not on every forward.
+        self.plan: list[StagePlan] = []
         for s in range(len(spec.stages)):
-            nodes = [j for j in active if j > 0 and spec.stage_of(j) == s]
             entering = cross.get(s, [])
             blocks = sorted({(i, s - spec.stage_of(i)) for _, i, _ in entering})
             targets = sorted({j for _, _, j in entering})
             gather = torch.full((len(targets), len(blocks)), spec.num_edges, dtype=torch.long)
             for e, i, j in entering:
                 gather[targets.index(j), blocks.index((i, s - spec.stage_of(i)))] = e
-            node_plan = [
-                (j, torch.tensor([e for e, _ in inner.get(j, [])], dtype=torch.long), [i for _, i in inner.get(j, [])])
-                for j in nodes
-            ]
-            self._stages.append((blocks, targets, gather, node_plan))
-        # Sources of in-stage edges: the edges leaving each, and their targets (see _Publish).
-        self._publish = {
-            i: (torch.tensor([e for e, _ in out], dtype=torch.long), [j for _, j in out]) for i, out in inner_out.items()
-        }
+            self.register_buffer(f"plan_gather_{s}", gather, persistent=False)
+            nodes = []
+            for j in (j for j in active if j > 0 and spec.stage_of(j) == s):
+                edges = inner.get(j, [])
+                self.register_buffer(f"plan_inner_{j}", torch.tensor([e for e, _ in edges], dtype=torch.long),
+                                     persistent=False)
+                nodes.append((j, [i for _, i in edges]))
+            self.plan.append(StagePlan(blocks, targets, nodes))
+        # Sources of in-stage edges: the targets of each (the edges' indices are buffers plan_out_<i>).
+        self.out_targets = {i: [j for _, j in out] for i, out in inner_out.items()}
+        for i, out in inner_out.items():
+            self.register_buffer(f"plan_out_{i}", torch.tensor([e for e, _ in out], dtype=torch.long), persistent=False)
+        self.use_fast_kernels(True)
+
+    def use_fast_kernels(self, on: bool = True) -> "DagNet":
+        """Switch the hand-written CPU paths of kernels.py on (default) or off (autograd's own ops, same math)."""
+        self.fast_kernels = on
+        for op in [*self.nodes.values(), *self.reduces.values()]:
+            op.fast_kernels = on
+        return self
 
     def edge_strengths(self) -> torch.Tensor:
         """tanh(w) of every edge, times the edge mask (spec edge order)."""
@@ -321,45 +182,42 @@ class DagNet(nn.Module):
         return self.edge_strengths().abs().sum()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of normalised images."""
-        strengths = self.edge_strengths()
-        padded = F.pad(strengths, (0, 1))  # slot num_edges: "no edge", always zero
+        """Logits for a batch of normalised images: SPEC §1, stage by stage."""
+        # slot num_edges of the padded strengths is "no edge", always zero
+        strengths = F.pad(self.edge_strengths(), (0, 1))
+        # The in-stage sums; under torch.compile always autograd's own ops, which inductor fuses
+        # (the hand-written backward passes gradients through Python state it cannot trace).
+        fast = self.fast_kernels and not torch.compiler.is_compiling()
+        sums = kernels.FastSums() if fast else kernels.PlainSums()
         # Channels-last throughout: mkldnn's convolutions with 11-22 channels are about 2x faster in it.
-        outputs: dict[int, torch.Tensor] = {0: self.nodes["0"](x.contiguous(memory_format=torch.channels_last))}
-        published: dict[int, torch.Tensor] = {}  # what the in-stage sums read of each source
-        node_grads: dict[int, torch.Tensor] = {}  # filled in backward by _InnerSum, read by _Publish
-
-        # Under torch.compile the sums are plain autograd ops, which inductor fuses itself: the
-        # hand-written backward below passes gradients through Python state it cannot trace.
-        compiling = torch.compiler.is_compiling()
+        outputs = {0: self.nodes["0"](x.contiguous(memory_format=torch.channels_last))}
+        published: dict[int, torch.Tensor] = {}  # y_i as the in-stage sums read it
 
         def publish(i: int) -> None:
-            if compiling:
-                published[i] = outputs[i]
-            elif i in self._publish:
-                edge_index, targets = self._publish[i]
-                weights = padded[..., edge_index.to(x.device)]
-                published[i] = _Publish.apply(outputs[i], weights, node_grads, targets)
+            if i in self.out_targets:
+                published[i] = sums.publish(outputs[i], strengths[..., self.get_buffer(f"plan_out_{i}")],
+                                            self.out_targets[i])
 
         publish(0)
-        for blocks, targets, gather, node_plan in self._stages:
+        for s, stage in enumerate(self.plan):
+            # Edges entering the stage from earlier stages: one matrix product of the edge strengths
+            # [targets × reduce blocks] with the stacked reduce outputs.
             entering: dict[int, torch.Tensor] = {}
-            if blocks:
-                reduced = [self.reduces[f"{i}_{k}"](outputs[i]) for i, k in blocks]
-                stacked = torch.stack([_member_rows(r, self.members) for r in reduced])  # [blocks, B·H·W, K, c]
-                weights = padded[..., gather.to(x.device)]  # [targets, blocks], or [K, targets, blocks]
+            if stage.blocks:
+                reduced = [self.reduces[f"{i}_{k}"](outputs[i]) for i, k in stage.blocks]
+                stacked = torch.stack([kernels.member_rows(r, self.members) for r in reduced])  # [blocks, B·H·W, K, c]
+                weights = strengths[..., self.get_buffer(f"plan_gather_{s}")]  # [targets, blocks] or [K, …]
                 if self.members == 1:
                     mixed = weights @ stacked.flatten(1)
                 else:
                     mixed = torch.einsum("ktn,nmkc->tmkc", weights, stacked)
-                mixed = mixed.reshape(len(targets), stacked.shape[1], -1)
-                entering = {j: _image(m, reduced[0].shape) for j, m in zip(targets, mixed.unbind(0))}
-            for j, edge_index, sources in node_plan:
+                mixed = mixed.reshape(len(stage.targets), stacked.shape[1], -1)
+                entering = {j: kernels.image(m, reduced[0].shape) for j, m in zip(stage.targets, mixed.unbind(0))}
+            # Then node by node: its in-stage predecessors' outputs, weighted, added to what entered.
+            for j, sources in stage.nodes:
                 if sources:
-                    weights = padded[..., edge_index.to(x.device)]
-                    inputs = [published[i] for i in sources]
-                    total = (_sum_inputs(weights, entering.get(j), inputs) if compiling
-                             else _InnerSum.apply(weights, entering.get(j), node_grads, j, *inputs))
+                    weights = strengths[..., self.get_buffer(f"plan_inner_{j}")]
+                    total = sums.inner(j, weights, entering.get(j), [published[i] for i in sources])
                 else:
                     total = entering[j]
                 outputs[j] = self.nodes[str(j)](total)
