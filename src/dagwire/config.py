@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -158,37 +159,41 @@ def build_config(yaml_path: str | os.PathLike | None = None, **overrides: Any) -
     if yaml_path is not None:
         values.update(read_yaml(yaml_path))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    types = {f.name: f.type for f in fields(TrainConfig)}
+    types = typing.get_type_hints(TrainConfig)
     for key, value in list(values.items()):
-        values[key] = _coerce(key, value, str(types[key]))
+        values[key] = _coerce(key, value, types[key])
     return TrainConfig(**values).validate()
 
 
-def _coerce(key: str, value: Any, type_name: str) -> Any:
-    """Check a YAML value against the field's type (YAML reads 1e-3 as a string)."""
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check a YAML or flag value against the field's annotation (YAML reads 1e-3 as a string)."""
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), annotation) if optional else annotation
     if value is None:
-        if "None" in type_name:
+        if optional:
             return None
         raise DagwireError(f"option {key} cannot be empty")
+    kind = typing.get_origin(base) or base
     try:
-        if type_name.startswith("bool"):
+        if kind is bool:
             if isinstance(value, bool):
                 return value
             raise ValueError
-        if type_name.startswith("int"):
+        if kind is int:
             if isinstance(value, bool) or float(value) != int(float(value)):
                 raise ValueError
             return int(float(value))
-        if type_name.startswith("float"):
+        if kind is float:
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
-        if type_name.startswith("list"):
+        if kind is list:  # lr_milestones, the one list field
             return parse_milestones(value)
-        if type_name.startswith("str"):
+        if kind is str:
             return str(value)
     except (TypeError, ValueError):
-        raise DagwireError(f"option {key}: {value!r} is not a valid {type_name.split(' ')[0]}") from None
+        raise DagwireError(f"option {key}: {value!r} is not a valid {getattr(kind, '__name__', kind)}") from None
     return value
 
 

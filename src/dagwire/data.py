@@ -190,6 +190,17 @@ class Dataset:
         return int(self.train_x.shape[-1])
 
 
+USER_DATASET_KINDS = ("folder", "npz")  # folder:DIR (a subfolder of images per class), npz:FILE
+
+
+def split_dataset_name(name: str) -> tuple[str | None, str]:
+    """("folder" or "npz", the path) for a user dataset name, (None, the name in lower case) for a registered one."""
+    prefix, sep, rest = name.strip().partition(":")
+    if sep and prefix.lower() in USER_DATASET_KINDS and rest.strip():
+        return prefix.lower(), rest.strip()
+    return None, name.strip().lower()
+
+
 def available_datasets() -> list[str]:
     """Names of the registered datasets (user datasets are `folder:DIR` and `npz:FILE`)."""
     return sorted(REGISTRY)
@@ -853,17 +864,17 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, limit_
         raise DataError(f"dataset name must be a non-empty string, not {name!r}")
     name = name.strip()
     carve = carve_test is not None
-    prefix, sep, rest = name.partition(":")
+    kind, value = split_dataset_name(name)
     source: dict[str, Any]
 
-    if sep and prefix.lower() in ("folder", "npz") and rest:
-        path = Path(rest).expanduser().resolve()
-        loader = _load_folder if prefix.lower() == "folder" else _load_npz
+    if kind is not None:
+        path = Path(value).expanduser().resolve()
+        loader = _load_folder if kind == "folder" else _load_npz
         train, test, classes = loader(path, int(image_size), carve)
-        name = f"{prefix.lower()}:{path}"
-        source = {"kind": prefix.lower(), "path": str(path)}
+        name = f"{kind}:{path}"
+        source = {"kind": kind, "path": str(path)}
     else:
-        key = name.lower()
+        key = value
         if key not in REGISTRY:
             raise DataError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}, "
                             "folder:DIR (one subfolder of images per class), npz:FILE")
