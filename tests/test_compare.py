@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dagwire import compare, draw, graphs
+from dagwire import compare, draw, graphs, tables
 from dagwire import spec as specs
 from dagwire.dynamics import dice, edge_dynamics
 
@@ -61,16 +61,12 @@ def _fake_run(run_dir: Path, dataset: str, seed: int, epochs: int, nodes: int, d
     dynamics = edge_dynamics(history, np.array(graphs.edge_mask(graph, pruned)), TAU)
     (run_dir / "features.json").write_text(json.dumps(features))
     (run_dir / "dynamics.json").write_text(json.dumps(dynamics))
-    if retrain and not features.get("disconnected"):
-        for name, seconds, acc in ((f"retrain-{TAU:g}", 3.0, accuracy + 0.01), (f"retrain-{TAU:g}-fitC", 5.0, accuracy + 0.02)):
-            sub = run_dir / name
-            sub.mkdir()
-            specs.save(pruned, sub / "graph.json", test_accuracy=acc)
-            (sub / "metrics.jsonl").write_text("".join(
-                json.dumps({"epoch": e + 1, "seconds": seconds + e, "test_accuracy": acc}) + "\n" for e in range(2)))
     row = {"dataset": dataset, "seed": seed, "status": "done", "error": "", "run_dir": str(run_dir.name),
            "test_accuracy": accuracy, "thresholded_accuracy": accuracy - 0.001,
            "mean_epoch_seconds": 10.0 + (epochs - 1) / 2}
+    if retrain and not features.get("disconnected"):  # what `dagwire sweep --retrain` records
+        row.update(retrained_accuracy=accuracy + 0.01, retrained_fit_accuracy=accuracy + 0.02, retrained_fit_channels=5,
+                   retrain_mean_epoch_seconds=3.5, retrain_fit_mean_epoch_seconds=5.5)
     row.update({k: v for k, v in features.items()})
     row["disconnected"] = bool(features.get("disconnected", False))
     row.update({f"dyn_{k}": v for k, v in dynamics.items()})
@@ -101,13 +97,7 @@ def make_fake_sweep(root: Path, datasets: dict[str, int] | None = None, failed: 
     for row in rows:
         if row["status"] == "done":
             row["run_dir"] = f"runs/{row['run_dir']}"
-    stage_keys = [f"{p}_stage_{s}" for p in ("sparsity",) for s in range(3)]
-    node_keys = [f"nodes_stage_{s}" for s in range(3)]
-    fields = (["dataset", "seed", "status", "error", "run_dir", "test_accuracy", "thresholded_accuracy",
-               "mean_epoch_seconds", "sparsity"] + stage_keys + ["nodes"] + node_keys
-              + ["parameters", "log_paths", "mean_path", "max_path", "ln_communicability", "edge_connectivity",
-                 "mean_degree", "pca_elongation", "q1d", "disconnected", "dyn_A", "dyn_B", "dyn_C", "dyn_D",
-                 "dyn_edges", "dyn_dsc_largest", "dyn_dsc_smallest"])
+    fields = [*tables.BASE_COLUMNS, *tables.feature_columns(3), *[f"dyn_{k}" for k in tables.DYNAMICS_KEYS]]
     with open(root / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
