@@ -3,6 +3,8 @@
 `dagwire sweep --datasets a,b --seeds 0-9 [train flags] --out DIR` lays out
 
     DIR/sweep.yaml                   the sweep's configuration, written once; a rerun must match it
+    DIR/.dagwire-marker              a random token, rewritten when a sweep command starts; each task
+                                     checks that it reads the same before it touches DIR
     DIR/runs/<dataset>/seed<k>/      one `dagwire train` run directory, plus
         thresholds.csv, .png         accuracy (no fine-tuning) and sparsity over τ (Fig. 2)
         features.json                SPEC §5 features at the config's τ and C
@@ -16,7 +18,10 @@
 
 Each run is a Ray task (`--cpus-per-run`, `--gpus-per-run`), on an embedded local Ray instance by
 default or on an existing cluster with `--address` (then DIR must be on a filesystem every node
-sees, and dagwire installed on every node). Rerunning the same command skips done runs, resumes
+mounts at the same path, and dagwire installed on every node: README, "On a cluster"). A task on a
+node that does not see DIR's marker fails its runs with an error naming the node and DIR, without
+writing anything there; the driver records those failures. The runs table's `ray_node` column
+says which node each run ran on. Rerunning the same command skips done runs, resumes
 unfinished ones from their checkpoints and retries failed ones. Exit codes: 0 when every run is
 done, 1 when some run failed (its error is in runs.csv and its status.json), 2 for bad input.
 
@@ -39,13 +44,14 @@ import click
 
 from .config import given_values
 from .errors import DagwireError
+from .rundir import RunDir
 from .files import mean_epoch_seconds
 from .stats import TAU_STAR_SUFFIX
 from .tables import RETRAIN_COLUMNS, feature_columns, runs_frame, write_runs_table
 
 SWEEP_FILE = "sweep.yaml"
+MARKER_FILE = ".dagwire-marker"  # proves to each task that it sees the driver's DIR
 SWEEP_FORMAT = "dagwire-sweep/1"
-STATUS_FILE = "status.json"
 DEFAULT_SEEDS = "0-9"  # SPEC §9: ten seeds per dataset
 
 # Not part of a sweep's identity: the seed is the sweep's own axis, the device may change on a rerun.
@@ -409,13 +415,13 @@ def _one_line(exc: BaseException) -> str:
 def _write_status(run_dir: Path, status: dict[str, Any]) -> None:
     from .files import atomic_write_json
 
-    atomic_write_json(run_dir / STATUS_FILE, _clean(status))
+    atomic_write_json(RunDir(run_dir).status, _clean(status))
 
 
 def _epochs_done(run_dir: Path) -> int:
     """Epochs recorded in metrics.jsonl (0 when there is none)."""
     try:
-        return sum(1 for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip())
+        return sum(1 for line in RunDir(run_dir).metrics.read_text().splitlines() if line.strip())
     except OSError:
         return 0
 
@@ -437,17 +443,18 @@ def train_runs(jobs: list[dict[str, Any]], data) -> list[int | None]:
     others in their own groups. Returns, per job, the epoch it resumed from (None: a new run).
     """
     from .config import build_config
-    from .train import CHECKPOINT, train_seeds
+    from .train import train_seeds
 
     configs = [build_config(None, **job["config"]) for job in jobs]
     outs = [Path(job["run_dir"]) for job in jobs]
     resumed_from: list[int | None] = [None] * len(jobs)
     groups: dict[int, list[int]] = {}
     for k, out in enumerate(outs):
-        if (out / "graph.json").exists() and (out / "weights.pt").exists():
+        if RunDir(out).trained():
             continue
-        epoch = _checkpoint_epoch(out / CHECKPOINT)
-        if (out / CHECKPOINT).exists() or (out / "config.yaml").exists():
+        checkpoint = RunDir(out).checkpoint
+        epoch = _checkpoint_epoch(checkpoint)
+        if checkpoint.exists() or (out / "config.yaml").exists():
             resumed_from[k] = epoch
         groups.setdefault(epoch, []).append(k)
     for epoch, members in sorted(groups.items()):
@@ -471,16 +478,17 @@ def measure_run(job: dict[str, Any], data, resumed_from: int | None) -> dict[str
     out = Path(job["run_dir"])
     trained = load_run(out, config.device)
     rows = threshold_curve(trained, DEFAULT_GRID, dataset=data, progress=False)
-    write_rows_csv(rows, out / "thresholds.csv")
-    plot_threshold_curve(rows, out / "thresholds.png", title=f"{config.dataset} seed {config.seed}")
+    files = RunDir(out)
+    write_rows_csv(rows, files.thresholds_csv)
+    plot_threshold_curve(rows, files.thresholds_png, title=f"{config.dataset} seed {config.seed}")
 
     learned, tau = trained.learned, config.threshold
     features = graphs.recorded_features(learned, tau, config.channels)
     features.setdefault("disconnected", False)
     retained = np.asarray(graphs.edge_mask(learned, graphs.prune(learned, tau)), dtype=bool)
-    dynamics = edge_dynamics(np.load(out / "edge_history.npy"), retained, tau)
-    atomic_write_json(out / "features.json", _clean(features))
-    atomic_write_json(out / "dynamics.json", _clean(dynamics))
+    dynamics = edge_dynamics(np.load(files.edge_history), retained, tau)
+    atomic_write_json(files.features, _clean(features))
+    atomic_write_json(files.dynamics, _clean(dynamics))
     retrained = retrain_pruned(trained, tau, data) if job.get("retrain") else {}
     status = {
         "status": "done", "dataset": config.dataset, "seed": config.seed,
@@ -488,7 +496,7 @@ def measure_run(job: dict[str, Any], data, resumed_from: int | None) -> dict[str
         "thresholded_accuracy": learned.meta.get("thresholded_accuracy"),
         "mean_epoch_seconds": mean_epoch_seconds(out), "epochs": _epochs_done(out),
         "resumed_from_epoch": resumed_from, "device": config.device, "host": socket.gethostname(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **retrained,
+        **node_here(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **retrained,
     }
     _write_status(out, status)  # last: its presence means every other file is complete
     return {**_clean(status), "features": _clean(features), "dynamics": _clean(dynamics)}
@@ -524,7 +532,7 @@ class _run_lock:
     """
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
+        self.path = RunDir(run_dir).lock
 
     def __enter__(self) -> "_run_lock":
         import fcntl
@@ -538,17 +546,87 @@ class _run_lock:
         self.file.close()  # closing releases the lock
 
 
+def node_here() -> dict[str, str]:
+    """The Ray node this process runs on: `ray_node` ("<node id, 8 hex>@<node IP>"), its full id and IP.
+
+    Several nodes on one machine share a host name and an IP; the node id tells them apart. Outside
+    Ray (a direct call), `ray_node` is the host name.
+    """
+    global _NODE_HERE
+    if _NODE_HERE is None:
+        found = {"ray_node": socket.gethostname()}
+        try:
+            import ray
+
+            if ray.is_initialized():
+                node_id, ip = ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
+                found = {"ray_node": f"{node_id[:8]}@{ip}", "ray_node_id": node_id, "ray_node_ip": ip}
+        except Exception:  # noqa: BLE001 - where a run ran is information, never a reason to fail it
+            pass
+        _NODE_HERE = found
+    return dict(_NODE_HERE)
+
+
+_NODE_HERE: dict[str, str] | None = None
+_NOT_SEEN: set[tuple[str, str]] = set()  # (DIR, token) this process looked for in vain
+
+
+def write_marker(sweep_dir: Path) -> str:
+    """DIR/.dagwire-marker with a new random token (at a sweep's start); the token."""
+    import secrets
+
+    from .files import atomic_write_text
+
+    token = secrets.token_hex(16)
+    atomic_write_text(sweep_dir / MARKER_FILE, token + "\n")
+    return token
+
+
+def check_marker(sweep_dir: str | os.PathLike, token: str, grace: float = 3.0) -> None:
+    """DagwireError unless this node reads `token` in DIR/.dagwire-marker: it sees the driver's DIR.
+
+    Reads only: a node that does not share DIR must not create it on its own disk, where the
+    driver would never find what it writes. A marker not seen yet is looked for again for `grace`
+    seconds (a shared filesystem may show a new file late), once per process and DIR.
+    """
+    sweep_dir = Path(sweep_dir)
+    deadline = time.monotonic() + (0.0 if (str(sweep_dir), token) in _NOT_SEEN else grace)
+    while True:
+        try:
+            found = (sweep_dir / MARKER_FILE).read_text().strip()
+        except FileNotFoundError:
+            why = f"no {MARKER_FILE} in it" if sweep_dir.is_dir() else "no such directory here"
+        except OSError as exc:
+            why = f"cannot read its {MARKER_FILE} ({exc.strerror or type(exc).__name__})"
+        else:
+            if found == token:
+                return
+            why = f"its {MARKER_FILE} is not this sweep's (another directory at that path, or a newer sweep on DIR)"
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    _NOT_SEEN.add((str(sweep_dir), token))
+    raise DagwireError(
+        f"{sweep_dir} is not on a filesystem this node shares (Ray node {node_here()['ray_node']}, host "
+        f"{socket.gethostname()}): {why}; put DIR on a filesystem every node mounts at the same path "
+        "(e.g. NFS), or run the sweep on one node")
+
+
+def _failed_result(job: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    return {"status": "failed", "dataset": job["config"]["dataset"], "seed": job["config"]["seed"],
+            "error": _one_line(exc), **node_here(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def _failure(job: dict[str, Any], exc: BaseException) -> dict[str, Any]:
     """Record a run's failure in its status.json and error.log; return the result."""
     import traceback
 
     out = Path(job["run_dir"])
-    result = {"status": "failed", "dataset": job["config"]["dataset"], "seed": job["config"]["seed"],
-              "error": _one_line(exc), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    result = _failed_result(job, exc)
     try:
         from .files import atomic_write_text
 
-        atomic_write_text(out / "error.log", "".join(traceback.format_exception(exc)))
+        atomic_write_text(RunDir(out).error_log, "".join(traceback.format_exception(exc)))
         _write_status(out, result)
     except OSError:
         pass
@@ -560,6 +638,11 @@ def _run_task(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from contextlib import ExitStack
 
     results: list[dict[str, Any] | None] = [None] * len(jobs)
+    if jobs and jobs[0].get("marker"):
+        try:
+            check_marker(jobs[0]["sweep_dir"], jobs[0]["marker"])
+        except DagwireError as exc:  # nothing written here: the driver records these failures in its DIR
+            return [{**_failed_result(job, exc), "record_on_driver": True} for job in jobs]
     try:
         import torch
 
@@ -576,7 +659,7 @@ def _run_task(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if is_done(job["run_dir"]):  # finished by another sweep process while this task waited
                     results[k] = result_from_disk(job["run_dir"])
                 else:
-                    (Path(job["run_dir"]) / "error.log").unlink(missing_ok=True)  # from an earlier attempt
+                    RunDir(job["run_dir"]).error_log.unlink(missing_ok=True)  # from an earlier attempt
                     pending.append(k)
             if pending:
                 config = build_config(None, **jobs[pending[0]]["config"])
@@ -612,22 +695,23 @@ def _read_json(path: Path) -> Any:
 def is_done(run_dir: str | os.PathLike) -> bool:
     """Whether a run directory's status.json says done (and its measurements are there)."""
     run_dir = Path(run_dir)
-    status = _read_json(run_dir / STATUS_FILE)
+    files = RunDir(run_dir)
+    status = _read_json(files.status)
     return (isinstance(status, dict) and status.get("status") == "done"
-            and (run_dir / "features.json").is_file() and (run_dir / "dynamics.json").is_file())
+            and files.features.is_file() and files.dynamics.is_file())
 
 
 def result_from_disk(run_dir: str | os.PathLike) -> dict[str, Any]:
     """What `measure_run` returned for a run, read back from its files ({"status": "pending"} if none)."""
     run_dir = Path(run_dir)
-    status = _read_json(run_dir / STATUS_FILE)
+    status = _read_json(RunDir(run_dir).status)
     if not isinstance(status, dict) or status.get("status") not in ("done", "failed"):
         return {"status": "pending"}
     if status["status"] == "done":
         if not is_done(run_dir):
             return {"status": "pending"}
-        status = {**status, "features": _read_json(run_dir / "features.json") or {},
-                  "dynamics": _read_json(run_dir / "dynamics.json") or {}}
+        status = {**status, "features": _read_json(RunDir(run_dir).features) or {},
+                  "dynamics": _read_json(RunDir(run_dir).dynamics) or {}}
     return status
 
 
@@ -635,7 +719,8 @@ def make_row(dataset: str, seed: int, run_dir: str, result: dict[str, Any]) -> d
     """One runs.csv row from a run's result."""
     done = result.get("status") == "done"
     row = {"dataset": dataset, "seed": seed, "status": result.get("status", "pending"),
-           "error": "" if done else str(result.get("error") or ""), "run_dir": run_dir}
+           "error": "" if done else str(result.get("error") or ""), "run_dir": run_dir,
+           "ray_node": str(result.get("ray_node") or "")}
     for key in ("test_accuracy", "thresholded_accuracy", "mean_epoch_seconds", *RETRAIN_COLUMNS):
         row[key] = result.get(key) if done else None
     if done:
@@ -662,7 +747,7 @@ def with_tau_star(df, sweep_dir: str | os.PathLike):
     sweep_dir = Path(sweep_dir)
     curves, done = [], []
     for k, row in df.iterrows():
-        path = sweep_dir / str(row["run_dir"]) / "thresholds.csv"
+        path = RunDir(sweep_dir / str(row["run_dir"])).thresholds_csv
         if row["status"] != "done" or not path.is_file():
             continue
         curve = pd.read_csv(path)
@@ -677,7 +762,7 @@ def with_tau_star(df, sweep_dir: str | os.PathLike):
     df["tau_star"] = tau
     stages = sum(1 for c in df.columns if c.startswith("sparsity_stage_"))
     names = feature_columns(stages)
-    at_tau = {k: graphs.recorded_features(specs.load(sweep_dir / str(df.loc[k, "run_dir"]) / "graph.json"), tau)
+    at_tau = {k: graphs.recorded_features(specs.load(RunDir(sweep_dir / str(df.loc[k, "run_dir"])).graph), tau)
               for k in done}
     for name in names:
         values = [at_tau[k].get(name, True if name == "disconnected" else None) if k in at_tau else None
@@ -703,8 +788,8 @@ def collect_runs(sweep_dir: str | os.PathLike):
         for dataset, seed, rel in plan.runs():
             rows.append(make_row(dataset, seed, rel, result_from_disk(sweep_dir / rel)))
         return with_tau_star(runs_frame(rows, int(plan.config.get("stages", 0)) or None), sweep_dir)
-    for status_path in sorted(sweep_dir.glob(f"runs/*/seed*/{STATUS_FILE}")):
-        run_dir = status_path.parent
+    for run_dir in sorted(p for p in sweep_dir.glob("runs/*/seed*") if RunDir(p).status.is_file()):
+        status_path = RunDir(run_dir).status
         status = _read_json(status_path) or {}
         seed = status.get("seed", run_dir.name[len("seed"):])
         rel = str(run_dir.relative_to(sweep_dir))
@@ -733,6 +818,98 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
                            f"({exc.strerror or type(exc).__name__})") from None
 
 
+def _token_source() -> str:
+    """Where Ray takes the authentication token from, in its order: the variable, the file, ~/.ray."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return f"RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
+    return "~/.ray/auth_token"
+
+
+def _auth_advice(address: str, token_mode: bool, has_token: bool = True, why: str = "") -> str:
+    """One line: why a cluster refused us, and what to set."""
+    give = ("RAY_AUTH_TOKEN=<the token its nodes were started with> (or RAY_AUTH_TOKEN_PATH=<a file holding it>; "
+            "`ray get-auth-token` on the head node prints it)")
+    if not token_mode:
+        if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+            return (f"--address {address}: the Ray cluster there requires token authentication, and Ray sends no "
+                    "token unless RAY_AUTH_MODE=token; set RAY_AUTH_MODE=token as well")
+        return (f"--address {address}: the Ray cluster there requires token authentication; set RAY_AUTH_MODE=token "
+                f"and {give}")
+    if not has_token:
+        return f"--address {address}: RAY_AUTH_MODE=token but no authentication token found{why}; set {give}"
+    return f"--address {address}: the Ray cluster there refused the token from {_token_source()}; set {give}"
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    """Whether Ray failed for want of the right token (somewhere in the exception's chain)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        text = f"{type(exc).__name__} {exc}"
+        if "AuthenticationError" in text or "InvalidAuthToken" in text or "Unauthenticated" in text:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+class _quiet_stderr:
+    """Send file descriptor 2 to a scratch file for a while: Ray's C++ core logs there directly."""
+
+    def __enter__(self) -> "_quiet_stderr":
+        import sys
+        import tempfile
+
+        self.saved = self.scratch = None
+        try:
+            sys.stderr.flush()
+            self.scratch = tempfile.TemporaryFile()
+            self.saved = os.dup(2)
+            os.dup2(self.scratch.fileno(), 2)
+        except (OSError, ValueError):  # no usable stderr: nothing to keep quiet
+            pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+        if self.scratch is not None:
+            self.scratch.close()
+
+
+def check_token(address: str) -> None:
+    """DagwireError naming what to set when the cluster at `address` requires a token we lack or it refuses.
+
+    Ray itself would retry a refused connection for 20 s, logging each attempt, then report only
+    that it could not connect; one request answers here. Anything but an authentication failure
+    is left to `ray.init` to report.
+    """
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    try:
+        from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, GcsClient, get_authentication_mode
+    except ImportError:  # another Ray: ray.init reports what goes wrong
+        return
+    token_mode = get_authentication_mode() == AuthenticationMode.TOKEN
+    if token_mode:  # without a token, Ray's C++ core would abort this process at the first request
+        try:
+            found, why = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True), ""
+        except Exception as exc:  # noqa: BLE001 - e.g. RAY_AUTH_TOKEN_PATH names no readable file
+            found = False
+            why = (f" (RAY_AUTH_TOKEN_PATH {os.environ['RAY_AUTH_TOKEN_PATH']} cannot be read or is empty)"
+                   if os.environ.get("RAY_AUTH_TOKEN_PATH") and not os.environ.get("RAY_AUTH_TOKEN") else
+                   f" ({_one_line(exc).split('. ')[0]})")
+        if not found:
+            raise DagwireError(_auth_advice(address, token_mode, has_token=False, why=why))
+    try:
+        with _quiet_stderr():
+            GcsClient(address=address)
+    except Exception as exc:  # noqa: BLE001 - only an authentication failure is ours to explain
+        if _is_auth_error(exc):
+            raise DagwireError(_auth_advice(address, token_mode)) from None
+
+
 def connect_ray(address: str | None = None) -> bool:
     """Use an initialised Ray, else connect to `address`, else start a local instance; True if started here."""
     import logging
@@ -743,6 +920,8 @@ def connect_ray(address: str | None = None) -> bool:
 
     if ray.is_initialized():
         return False
+    if address:
+        check_token(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
@@ -751,6 +930,9 @@ def connect_ray(address: str | None = None) -> bool:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR)
     except Exception as exc:  # noqa: BLE001 - Ray raises many types for "cannot start / connect"
+        if address and _is_auth_error(exc):
+            token_mode = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+            raise DagwireError(_auth_advice(address, token_mode, "no authentication token" not in str(exc))) from None
         raise DagwireError(f"cannot {'connect to Ray at ' + address if address else 'start Ray'}: "
                            f"{_one_line(exc)}") from None
     return True
@@ -833,12 +1015,13 @@ def run_sweep(
         if new:
             sweep_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(plan.identity(), sort_keys=False))
+        marker = write_marker(sweep_dir) if todo else None
         for d, s, rel in todo:
             rows[(d, s)] = make_row(d, s, rel, {"status": "pending"})
         write_tables(sweep_dir, runs_frame(list(rows.values()), stages))
         if todo:
             _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm,
-                     check_kernels)
+                     check_kernels, marker)
     finally:
         if started:
             import ray
@@ -863,15 +1046,22 @@ def seed_groups(todo: list[tuple[str, int, str]], batch_seeds: int) -> list[list
 
 
 def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm,
-             check_kernels) -> None:
-    """Submit the runs, then record each as it finishes (runs.csv and runs.parquet rewritten each time)."""
+             check_kernels, marker=None) -> None:
+    """Submit the runs, then record each as it finishes (runs.csv and runs.parquet rewritten each time).
+
+    `marker`: the token in DIR/.dagwire-marker, which each task checks before it touches DIR.
+    """
     import ray
 
+    if progress:  # the plan, once every input has been checked and before the first run starts
+        for line in describe_plan(plan, len(todo), cpus_per_run, step_seconds=None if plan.device == "cpu" else 0.0):
+            click.echo(line, err=True)
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(_run_task)
     refs = {}
     for group in seed_groups(todo, batch_seeds):
         jobs = [{"config": plan.run_config(dataset, seed).to_dict(), "run_dir": str((sweep_dir / rel).resolve()),
-                 "cpus": cpus_per_run, "retrain": plan.retrain, "check_kernels": check_kernels}
+                 "cpus": cpus_per_run, "retrain": plan.retrain, "check_kernels": check_kernels,
+                 "sweep_dir": str(sweep_dir.resolve()), "marker": marker}
                 for dataset, seed, rel in group]
         refs[task.remote(jobs)] = group
     counts = {"done": sum(r["status"] == "done" for r in rows.values()), "failed": 0}
@@ -892,6 +1082,11 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, ba
                         except OSError:
                             pass
                 for (dataset, seed, rel), result in zip(group, results):
+                    if result.pop("record_on_driver", False):  # a node that does not see DIR wrote nothing
+                        try:
+                            _write_status(sweep_dir / rel, result)
+                        except OSError:
+                            pass
                     rows[(dataset, seed)] = make_row(dataset, seed, rel, result)
                     counts[result["status"] if result.get("status") in counts else "failed"] += 1
                     if result.get("status") != "done" and progress:
@@ -946,12 +1141,6 @@ def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_
         from .cli import check_kernels
 
         check_kernels(plan.device, skip_doctor, threads=cpus_per_run)
-    if not quiet:
-        todo = sum(not is_done(sweep_dir / rel) for _, _, rel in plan.runs())
-        if todo:
-            timed = plan.device == "cpu" and address is None
-            for line in describe_plan(plan, todo, cpus_per_run, step_seconds=None if timed else 0.0):
-                click.echo(line, err=True)
     result = run_sweep(plan, sweep_dir, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
                        batch_seeds=batch_seeds, progress=not quiet, check_kernels=not skip_doctor)
     total = len(result.table)

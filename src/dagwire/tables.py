@@ -20,12 +20,13 @@ RUNS_CSV = "runs.csv"
 RUNS_PARQUET = "runs.parquet"
 RETRAIN_COLUMNS = ("retrained_accuracy", "retrained_fit_accuracy", "retrained_fit_channels",
                    "retrain_mean_epoch_seconds", "retrain_fit_mean_epoch_seconds")
-BASE_COLUMNS = ("dataset", "seed", "status", "error", "run_dir", "test_accuracy", "thresholded_accuracy",
+# ray_node: the Ray node a run ran on ("<node id, 8 hex>@<node IP>"; empty for runs recorded before it existed).
+BASE_COLUMNS = ("dataset", "seed", "status", "error", "run_dir", "ray_node", "test_accuracy", "thresholded_accuracy",
                 "mean_epoch_seconds", *RETRAIN_COLUMNS)
 DYNAMICS_KEYS = ("A", "B", "C", "D", "edges", "dsc_largest", "dsc_smallest")
 INT_COLUMNS = {"seed", "retrained_fit_channels", "nodes", "parameters", "max_path", "edge_connectivity", "dyn_edges"}
 BOOL_COLUMNS = {"q1d", "disconnected"}
-TEXT_COLUMNS = {"dataset", "status", "error", "run_dir"}
+TEXT_COLUMNS = {"dataset", "status", "error", "run_dir", "ray_node"}
 
 
 def feature_columns(stages: int) -> list[str]:
