@@ -245,10 +245,10 @@ def test_cluster_marker_check_reads_only_and_names_the_node_and_dir(tmp_path):
 def test_cluster_task_that_cannot_see_dir_fails_its_runs_and_writes_nothing(tmp_path, tiny_npz):
     plan = sweep_module.make_plan(datasets=tiny_npz, seeds="0-1", nodes=6, stages=2, channels=2, epochs=1)
     sweep_dir = tmp_path / "not-here" / "sweep"
-    jobs = [{"config": plan.run_config(d, s).to_dict(), "run_dir": str(sweep_dir / rel), "cpus": 1,
-             "retrain": False, "check_kernels": False, "sweep_dir": str(sweep_dir), "marker": "0" * 32}
+    jobs = [sweep_module.Job(plan.run_config(d, s).to_dict(), str(sweep_dir / rel), cpus=1, check_kernels=False,
+                             sweep_dir=str(sweep_dir), marker="0" * 32)
             for d, s, rel in plan.runs()]
-    results = sweep_module._run_task(jobs)
+    results = sweep_module.run_task(jobs)
     assert [(r["status"], r["seed"], r["record_on_driver"]) for r in results] == [("failed", 0, True),
                                                                                    ("failed", 1, True)]
     assert all(NOT_SHARED in r["error"] and str(sweep_dir) in r["error"] and r["ray_node"] for r in results)

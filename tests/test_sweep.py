@@ -180,7 +180,14 @@ def test_help_lists_train_flags_and_either_import_order_works(capsys):
     result = subprocess.run([sys.executable, "-c", "import dagwire.sweep as s; print(len(s.sweep_command.params))"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert int(result.stdout) == len(cli.commands["sweep"].params)
+    assert int(result.stdout) == len(cli.get_command(None, "sweep").params)
+    # The CLI imports the sweep package only when the command is used (and nothing imports cli.py back).
+    lazy = subprocess.run([sys.executable, "-c", "import sys, dagwire.cli; print('dagwire.sweep' in sys.modules)"],
+                          capture_output=True, text=True, timeout=60)
+    assert lazy.stdout.strip() == "False", lazy.stderr
+    no_cycle = subprocess.run([sys.executable, "-c", "import sys, dagwire.sweep; print('dagwire.cli' in sys.modules)"],
+                              capture_output=True, text=True, timeout=60)
+    assert no_cycle.stdout.strip() == "False", no_cycle.stderr
 
 
 # ---------------------------------------------------------------------------------------------

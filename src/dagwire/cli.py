@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -14,7 +15,28 @@ from .errors import DagwireError, TrainingDiverged
 from .rundir import RunDir
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose big commands are imported only when used (click's documented lazy-loading pattern)."""
+
+    def __init__(self, *args, lazy_subcommands: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_subcommands = lazy_subcommands or {}  # name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy_subcommands])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_subcommands:
+            module, attribute = self.lazy_subcommands[name].split(":")
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
+
+# Commands that live beside their own module.
+LAZY_COMMANDS = {"sweep": "dagwire.sweep.command:sweep_command", "report": "dagwire.report:report_command"}
+
+
+@click.group(cls=LazyGroup, lazy_subcommands=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dagwire")
 def cli() -> None:
     """dagwire: train a CNN wired as a complete DAG under an L1 resources penalty, then study the graph it learns."""
@@ -36,6 +58,7 @@ def _config_from_flags(config_path, **flags):
 @click.option("--skip-doctor", is_flag=True, help="Train even if `dagwire doctor`'s quick check fails (not advised).")
 def train(config_path, out, resume, batch_seeds, quiet, skip_doctor, **flags) -> None:
     """Train the DAG network on a dataset; write metrics, edge history, checkpoints and graph.json."""
+    from .doctor import check_before_training
     from .train import load_run_config, seed_configs, train_seeds
 
     if resume:
@@ -49,31 +72,19 @@ def train(config_path, out, resume, batch_seeds, quiet, skip_doctor, **flags) ->
             members = sorted(p for p in Path(resume).glob("seed*") if RunDir(p).config.exists()) or members
         configs = [load_run_config(run, device=given.get("device")) for run in members]
         results = train_seeds(configs, members, resume=True, progress=not quiet,
-                              before_training=lambda: check_kernels(configs[0].device, skip_doctor))
+                              before_training=lambda: check_before_training(configs[0].device, skip_doctor))
     else:
         if not out:
             raise DagwireError("--out DIR is required (the run directory to create)")
         configs = seed_configs(_config_from_flags(config_path, **flags), batch_seeds)
         members = [Path(out)] if batch_seeds == 1 else [Path(out) / f"seed{c.seed}" for c in configs]
         results = train_seeds(configs, members, progress=not quiet,
-                              before_training=lambda: check_kernels(configs[0].device, skip_doctor))
+                              before_training=lambda: check_before_training(configs[0].device, skip_doctor))
     for config, result in zip(configs, results):
         click.echo(
             f"done: test accuracy {result.test_accuracy:.4f}, thresholded (τ={config.threshold}) "
             f"{result.thresholded_accuracy:.4f}; graph in {result.out / 'graph.json'}"
         )
-
-
-def check_kernels(device: str, skip: bool, threads: int = 0) -> None:
-    """Before training: `dagwire doctor`'s quick form, once per machine and device (cached); skip: a warning."""
-    from .doctor import ensure_healthy
-    from .train import resolve_device
-
-    resolve_device(device)
-    if skip:
-        click.echo("dagwire: warning: --skip-doctor: the network's kernels were not checked on this machine", err=True)
-        return
-    ensure_healthy(device, threads, say=lambda message: click.echo(message, err=True))
 
 
 @cli.command()
@@ -212,7 +223,7 @@ def ordering(runs_file, tau_column, permutations, seed, as_json) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict(), allow_nan=True))
         return
-    click.echo(f"datasets, easiest first: " + ", ".join(f"{d} (acc {100 * result.accuracy[d]:.1f} %)"
+    click.echo("datasets, easiest first: " + ", ".join(f"{d} (acc {100 * result.accuracy[d]:.1f} %)"
                                                         for d in result.datasets))
     click.echo(f"features at {result.columns}; {result.runs} runs; {result.permutations} permutations; "
                f"Holm across {len(result.tests)} features, α = {result.alpha}")
@@ -329,12 +340,6 @@ def bench(nodes, stages, channels, batch_size, image_size, steps, device, no_ref
             click.echo(f"{key:22s} {value:.4g}" if isinstance(value, float) else f"{key:22s} {value}")
 
 
-# Commands that live beside their own module (heavy imports stay inside their functions).
-from .report import report_command  # noqa: E402
-from .sweep import sweep_command  # noqa: E402
-
-cli.add_command(sweep_command)
-cli.add_command(report_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -417,3 +417,16 @@ def doctor(device: str = "cpu", full: bool = False, threads: int = 0,
         except OSError:
             pass
     return not failed
+
+
+def check_before_training(device: str, skip: bool, threads: int = 0) -> None:
+    """Before training: the quick form, once per machine and device (cached); `skip`: a warning instead."""
+    import click
+
+    from .train import resolve_device
+
+    resolve_device(device)
+    if skip:
+        click.echo("dagwire: warning: --skip-doctor: the network's kernels were not checked on this machine", err=True)
+        return
+    ensure_healthy(device, threads, say=lambda message: click.echo(message, err=True))

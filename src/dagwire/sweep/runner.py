@@ -1,0 +1,168 @@
+"""Running a sweep: the runs still to do as Ray tasks, each recorded in the runs table as it finishes."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import DagwireError
+from ..tables import runs_frame
+from .cluster import _check_resources, check_reachable, connect_ray
+from .plan import SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file
+from .table import make_row, result_from_disk, write_tables
+from .worker import Job, one_line, run_task, write_marker, write_status
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep
+
+
+def prepare_dir(sweep_dir: Path, plan: SweepPlan) -> bool:
+    """Check that DIR is new or holds this same sweep (DagwireError otherwise); True when new."""
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise DagwireError(f"--out {sweep_dir} is a file, not a directory")
+    old = read_sweep_file(sweep_dir)
+    if old is not None:
+        difference = first_difference(old, plan.identity())
+        if difference:
+            raise DagwireError(f"{sweep_dir} was made by a different configuration: {difference}")
+        return False
+    if sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+        raise DagwireError(f"{sweep_dir} exists and is not a sweep directory (no {SWEEP_FILE}); give another --out")
+    return True
+
+
+@dataclass
+class SweepResult:
+    """How a sweep ended: the runs table and the counts."""
+
+    table: Any  # pandas.DataFrame
+    done: int
+    failed: int
+    ran: int
+
+
+def run_sweep(
+    plan: SweepPlan, sweep_dir: str | os.PathLike, *, address: str | None = None, cpus_per_run: int = 1,
+    gpus_per_run: float = 0.0, batch_seeds: int = 1, progress: bool = True, check_kernels: bool = True,
+) -> SweepResult:
+    """Run every unfinished (dataset, seed) of `plan` into `sweep_dir` as Ray tasks; resumable."""
+    import yaml
+    from tqdm import tqdm
+
+    from ..files import atomic_write_text
+
+    if cpus_per_run < 1:
+        raise DagwireError(f"--cpus-per-run must be at least 1, got {cpus_per_run}")
+    if batch_seeds < 1:
+        raise DagwireError(f"--batch-seeds must be at least 1, got {batch_seeds}")
+    if not (gpus_per_run >= 0 and math.isfinite(gpus_per_run)):
+        raise DagwireError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
+    if plan.device.startswith("cuda") and not gpus_per_run:
+        raise DagwireError(f"--device {plan.device} needs --gpus-per-run > 0 (Ray hides GPUs from tasks without one)")
+    sweep_dir = Path(sweep_dir)
+    new = prepare_dir(sweep_dir, plan)
+    runs = plan.runs()
+    rows = {(d, s): make_row(d, s, rel, {"status": "pending"} if new else result_from_disk(sweep_dir / rel))
+            for d, s, rel in runs}
+    todo = [(d, s, rel) for d, s, rel in runs if rows[(d, s)]["status"] != "done"]
+    stages = int(plan.config["stages"])
+
+    started = False
+    if todo:
+        started = connect_ray(address)  # before writing anything: an unreachable cluster leaves DIR as it was
+    elif address:
+        check_reachable(address)
+    try:
+        if todo:
+            _check_resources(cpus_per_run, gpus_per_run)
+        if new:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(plan.identity(), sort_keys=False))
+        marker = write_marker(sweep_dir) if todo else None
+        for d, s, rel in todo:
+            rows[(d, s)] = make_row(d, s, rel, {"status": "pending"})
+        write_tables(sweep_dir, runs_frame(list(rows.values()), stages))
+        if todo:
+            _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm,
+                     check_kernels, marker)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    table = runs_frame(list(rows.values()), stages)
+    done = int((table["status"] == "done").sum())
+    return SweepResult(table, done, int((table["status"] == "failed").sum()), len(todo))
+
+
+def seed_groups(todo: list[tuple[str, int, str]], batch_seeds: int) -> list[list[tuple[str, int, str]]]:
+    """The runs to do, K of one dataset at a time (in the order given), each group one Ray task."""
+    groups: list[list[tuple[str, int, str]]] = []
+    open_group: dict[str, list[tuple[str, int, str]]] = {}
+    for run in todo:
+        group = open_group.get(run[0])
+        if group is None or len(group) >= batch_seeds:
+            group = open_group[run[0]] = []
+            groups.append(group)
+        group.append(run)
+    return groups
+
+
+def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm,
+             check_kernels, marker=None) -> None:
+    """Submit the runs, then record each as it finishes (runs.csv and runs.parquet rewritten each time).
+
+    `marker`: the token in DIR/.dagwire-marker, which each task checks before it touches DIR.
+    """
+    import ray
+
+    if progress:  # the plan, once every input has been checked and before the first run starts
+        for line in describe_plan(plan, len(todo), cpus_per_run, step_seconds=None if plan.device == "cpu" else 0.0):
+            click.echo(line, err=True)
+    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(run_task)
+    refs = {}
+    for group in seed_groups(todo, batch_seeds):
+        jobs = [Job(plan.run_config(dataset, seed).to_dict(), str((sweep_dir / rel).resolve()), cpus_per_run,
+                    plan.retrain, check_kernels, str(sweep_dir.resolve()), marker)
+                for dataset, seed, rel in group]
+        refs[task.remote(jobs)] = group
+    counts = {"done": sum(r["status"] == "done" for r in rows.values()), "failed": 0}
+    bar = tqdm(total=len(rows), initial=counts["done"], desc="sweep", unit="run", disable=not progress)
+    bar.set_postfix(counts)
+    try:
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                group = refs.pop(ref)
+                try:
+                    results = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the worker died (memory, a signal): its runs failed
+                    results = [{"status": "failed", "dataset": d, "seed": s, "error": one_line(exc)} for d, s, _ in group]
+                    for (_, _, rel), result in zip(group, results):
+                        try:
+                            write_status(sweep_dir / rel, result)
+                        except OSError:
+                            pass
+                for (dataset, seed, rel), result in zip(group, results):
+                    if result.pop("record_on_driver", False):  # a node that does not see DIR wrote nothing
+                        try:
+                            write_status(sweep_dir / rel, result)
+                        except OSError:
+                            pass
+                    rows[(dataset, seed)] = make_row(dataset, seed, rel, result)
+                    counts[result["status"] if result.get("status") in counts else "failed"] += 1
+                    if result.get("status") != "done" and progress:
+                        bar.write(f"failed: {dataset} seed {seed}: {result.get('error', '')}")
+                    bar.update()
+                write_tables(sweep_dir, runs_frame(list(rows.values()), stages))
+                bar.set_postfix(counts)
+    finally:
+        bar.close()
+
+

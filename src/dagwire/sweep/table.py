@@ -1,0 +1,134 @@
+"""The runs table of a sweep, built from its run directories (status.json, features, dynamics) and τ*."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+from ..errors import DagwireError
+from ..rundir import RunDir
+from ..stats import TAU_STAR_SUFFIX
+from ..tables import RETRAIN_COLUMNS, feature_columns, runs_frame, write_runs_table
+from .plan import plan_from_identity, read_sweep_file
+
+
+# --------------------------------------------------------------------------------------------
+# runs.csv / runs.parquet
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(run_dir: str | os.PathLike) -> bool:
+    """Whether a run directory's status.json says done (and its measurements are there)."""
+    run_dir = Path(run_dir)
+    files = RunDir(run_dir)
+    status = _read_json(files.status)
+    return (isinstance(status, dict) and status.get("status") == "done"
+            and files.features.is_file() and files.dynamics.is_file())
+
+
+def result_from_disk(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """What `measure_run` returned for a run, read back from its files ({"status": "pending"} if none)."""
+    run_dir = Path(run_dir)
+    status = _read_json(RunDir(run_dir).status)
+    if not isinstance(status, dict) or status.get("status") not in ("done", "failed"):
+        return {"status": "pending"}
+    if status["status"] == "done":
+        if not is_done(run_dir):
+            return {"status": "pending"}
+        status = {**status, "features": _read_json(RunDir(run_dir).features) or {},
+                  "dynamics": _read_json(RunDir(run_dir).dynamics) or {}}
+    return status
+
+
+def make_row(dataset: str, seed: int, run_dir: str, result: dict[str, Any]) -> dict[str, Any]:
+    """One runs.csv row from a run's result."""
+    done = result.get("status") == "done"
+    row = {"dataset": dataset, "seed": seed, "status": result.get("status", "pending"),
+           "error": "" if done else str(result.get("error") or ""), "run_dir": run_dir,
+           "ray_node": str(result.get("ray_node") or "")}
+    for key in ("test_accuracy", "thresholded_accuracy", "mean_epoch_seconds", *RETRAIN_COLUMNS):
+        row[key] = result.get(key) if done else None
+    if done:
+        features = dict(result.get("features") or {})
+        features["disconnected"] = bool(features.get("disconnected", False))
+        row.update(features)
+        row.update({f"dyn_{k}": v for k, v in (result.get("dynamics") or {}).items()})
+    return row
+
+
+def with_tau_star(df, sweep_dir: str | os.PathLike):
+    """The runs table with `tau_star` and every feature at τ* (columns `<feature>_at_tau_star`).
+
+    τ* is the paper's threshold rule applied to the done runs' hold-out threshold curves
+    (`stats.tau_star`), one τ for all datasets; it moves as runs finish. A table whose runs have
+    no hold-out accuracy (trained without --holdout) is returned unchanged.
+    """
+    import pandas as pd
+
+    from .. import graphs
+    from .. import spec as specs
+    from ..stats import tau_star
+
+    sweep_dir = Path(sweep_dir)
+    curves, done = [], []
+    for k, row in df.iterrows():
+        path = RunDir(sweep_dir / str(row["run_dir"])).thresholds_csv
+        if row["status"] != "done" or not path.is_file():
+            continue
+        curve = pd.read_csv(path)
+        if "holdout_accuracy" not in curve.columns:
+            continue
+        curves.append(curve.assign(dataset=row["dataset"], seed=row["seed"]))
+        done.append(k)
+    tau = tau_star(pd.concat(curves, ignore_index=True)) if curves else None
+    if tau is None:
+        return df
+    df = df.copy()
+    df["tau_star"] = tau
+    stages = sum(1 for c in df.columns if c.startswith("sparsity_stage_"))
+    names = feature_columns(stages)
+    at_tau = {k: graphs.recorded_features(specs.load(RunDir(sweep_dir / str(df.loc[k, "run_dir"])).graph), tau)
+              for k in done}
+    for name in names:
+        values = [at_tau[k].get(name, True if name == "disconnected" else None) if k in at_tau else None
+                  for k in df.index]
+        df[name + TAU_STAR_SUFFIX] = values
+    return runs_frame(df.to_dict("records"), stages)
+
+
+def write_tables(sweep_dir: str | os.PathLike, df) -> None:
+    """DIR/runs.csv and DIR/runs.parquet, with τ* columns where the runs held out data."""
+    write_runs_table(with_tau_star(df, sweep_dir), sweep_dir)
+
+
+def collect_runs(sweep_dir: str | os.PathLike):
+    """(Re)build the runs table of a sweep from its run directories (sweep.yaml's runs, else runs/*/seed*)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise DagwireError(f"sweep directory not found: {sweep_dir}")
+    identity = read_sweep_file(sweep_dir)
+    rows = []
+    if identity is not None:
+        plan = plan_from_identity(identity)
+        for dataset, seed, rel in plan.runs():
+            rows.append(make_row(dataset, seed, rel, result_from_disk(sweep_dir / rel)))
+        return with_tau_star(runs_frame(rows, int(plan.config.get("stages", 0)) or None), sweep_dir)
+    for run_dir in sorted(p for p in sweep_dir.glob("runs/*/seed*") if RunDir(p).status.is_file()):
+        status_path = RunDir(run_dir).status
+        status = _read_json(status_path) or {}
+        seed = status.get("seed", run_dir.name[len("seed"):])
+        rel = str(run_dir.relative_to(sweep_dir))
+        rows.append(make_row(str(status.get("dataset", run_dir.parent.name)), int(seed), rel,
+                             result_from_disk(run_dir)))
+    return with_tau_star(runs_frame(rows), sweep_dir)
+
+
