@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny synthetic npz dataset (for mechanics only, never a result)."""
+"""Shared fixtures: a tiny synthetic npz dataset (for mechanics only, never a result), process helpers."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,3 +22,17 @@ def write_npz(path: Path, seed: int = 0, classes: int = 4, images: int = 96) -> 
 def tiny_npz(tmp_path):
     """96 images (64 train, 32 test), 4 classes."""
     return write_npz(tmp_path / "tiny.npz")
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live (not zombie) processes of session `sid` (Linux /proc): what a test that started a session must stop."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                pids.append(int(entry))
+    return pids

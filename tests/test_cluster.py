@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import write_npz
+from conftest import session_pids, write_npz
 
 from dagwire import sweep as sweep_module
 from dagwire.data import cache_dir
@@ -53,20 +53,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def session_pids(sid: int) -> list[int]:
-    """Live (not zombie) processes of session `sid`."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                pids.append(int(entry))
-    return pids
 
 
 def stop_session(sid: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_npz
+from conftest import session_pids, write_npz
 import torch
 
 from dagwire import graphs
@@ -43,20 +43,6 @@ def snapshot(root: Path) -> dict:
 
 def mtimes(run_dirs, names=("status.json", "graph.json")) -> dict:
     return {(str(d), n): (Path(d) / n).stat().st_mtime_ns for d in run_dirs for n in names}
-
-
-def session_pids(sid: int) -> list[int]:
-    """Live processes of session `sid` (Linux /proc)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                pids.append(int(entry))
-    return pids
 
 
 def kill_session(sid: int) -> None:
