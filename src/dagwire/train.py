@@ -142,18 +142,7 @@ def train_seeds(
     """
     configs, outs = list(configs), [RunDir(o) for o in outs]
     config, members = configs[0], len(configs)
-    if len(outs) != members:
-        raise ValueError(f"{members} configs for {len(outs)} run directories")
-    if any(dataclasses.replace(c, seed=config.seed) != config for c in configs):
-        raise DagwireError("runs trained together (--batch-seeds) must differ in their seed only")
-    if len({c.seed for c in configs}) < members or len(set(outs)) < members:
-        raise DagwireError("runs trained together (--batch-seeds) need distinct seeds and run directories")
-    for out in outs:
-        if resume:
-            if not out.started():
-                raise DagwireError(f"--resume {out}: no run there (no {out.config.name} or {out.checkpoint.name})")
-        elif out.checkpoint.exists() or out.graph.exists():
-            raise DagwireError(f"{out} already holds a run; use --resume {out} or another --out")
+    _check_runs(configs, outs, resume)
 
     device = resolve_device(config.device)
     data = dataset or load_dataset_for(config)
@@ -170,21 +159,9 @@ def train_seeds(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    parameter_names = [name for name, _ in model.named_parameters()]
-    metrics: list[list[dict[str, Any]]] = [[] for _ in configs]
-    history: list[list[list[float]]] = [[] for _ in configs]
-    start_epoch = 0
+    start_epoch, metrics, history = 0, [[] for _ in configs], [[] for _ in configs]
     if resume and any(out.checkpoint.exists() for out in outs):
-        states = [_load_checkpoint(out.checkpoint, device) for out in outs]
-        epochs_done = {int(state["epoch"]) for state in states}
-        if len(epochs_done) > 1:
-            raise DagwireError(f"runs trained together must resume from the same epoch; their checkpoints "
-                               f"are at epochs {sorted(epochs_done)} (resume them one at a time)")
-        model.load_state_dict(_stack([state["model"] for state in states]))
-        optimizer.load_state_dict(_stack_optimizer([state["optimizer"] for state in states], parameter_names))
-        metrics = [json.loads(state["metrics"]) for state in states]
-        history = [state["edge_history"].tolist() for state in states]
-        start_epoch = epochs_done.pop()
+        start_epoch, metrics, history = _restore(model, optimizer, outs, device)
     for member, out in zip(configs, outs):
         if not resume or not out.config.exists():
             out.path.mkdir(parents=True, exist_ok=True)
@@ -278,12 +255,52 @@ def train_seeds(
                 on_epoch(record)
 
     # --- the learned graphs ----------------------------------------------------------------
+    return _finish(model, configs, outs, initial, data, metrics, test_x, test_y)
+
+
+def _check_runs(configs: list[TrainConfig], outs: list[RunDir], resume: bool) -> None:
+    """DagwireError unless the runs can train together into these directories (new, or resumed)."""
+    config, members = configs[0], len(configs)
+    if len(outs) != members:
+        raise ValueError(f"{members} configs for {len(outs)} run directories")
+    if any(dataclasses.replace(c, seed=config.seed) != config for c in configs):
+        raise DagwireError("runs trained together (--batch-seeds) must differ in their seed only")
+    if len({c.seed for c in configs}) < members or len(set(outs)) < members:
+        raise DagwireError("runs trained together (--batch-seeds) need distinct seeds and run directories")
+    for out in outs:
+        if resume:
+            if not out.started():
+                raise DagwireError(f"--resume {out}: no run there (no {out.config.name} or {out.checkpoint.name})")
+        elif out.checkpoint.exists() or out.graph.exists():
+            raise DagwireError(f"{out} already holds a run; use --resume {out} or another --out")
+
+
+def _restore(model: DagNet, optimizer: torch.optim.Optimizer, outs: list[RunDir],
+             device: torch.device) -> tuple[int, list, list]:
+    """Load the members' checkpoints into the model and optimiser; (epochs done, metrics, edge histories)."""
+    states = [_load_checkpoint(out.checkpoint, device) for out in outs]
+    epochs_done = {int(state["epoch"]) for state in states}
+    if len(epochs_done) > 1:
+        raise DagwireError(f"runs trained together must resume from the same epoch; their checkpoints "
+                           f"are at epochs {sorted(epochs_done)} (resume them one at a time)")
+    parameter_names = [name for name, _ in model.named_parameters()]
+    model.load_state_dict(_stack([state["model"] for state in states]))
+    optimizer.load_state_dict(_stack_optimizer([state["optimizer"] for state in states], parameter_names))
+    metrics = [json.loads(state["metrics"]) for state in states]
+    history = [state["edge_history"].tolist() for state in states]
+    return epochs_done.pop(), metrics, history
+
+
+def _finish(model: DagNet, configs: list[TrainConfig], outs: list[RunDir], initial: specs.GraphSpec, data: Dataset,
+            metrics: list, test_x: torch.Tensor, test_y: torch.Tensor) -> list[TrainResult]:
+    """The learned graphs: thresholded accuracy, graph.json and weights.pt of every member."""
+    config, members = configs[0], len(configs)
     learned = [initial.with_weights(m) for m in _per_member(model.edge_magnitudes(), members)]
     pruned = [graphs.prune(g, config.threshold) for g in learned]
     connected = [graphs.is_connected(p) for p in pruned]
     keep = [graphs.edge_mask(g, p) if ok else [True] * initial.num_edges for g, p, ok in zip(learned, pruned, connected)]
     model.set_edge_mask(keep[0] if members == 1 else keep)
-    masked_accuracies = evaluate_members(model, test_x, test_y, mean, std, config.eval_batch_size)
+    masked_accuracies = evaluate_members(model, test_x, test_y, data.mean, data.std, config.eval_batch_size)
     model.set_edge_mask(None)
     results = []
     member_models = [model] if members == 1 else split_members(model)
