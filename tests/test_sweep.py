@@ -116,6 +116,8 @@ def test_mini_preset_and_what_overrides_it(tmp_path):
     assert cm.carve_test == 0.2 and fa.carve_test is None and fa.limit_test == 2000 and fa.seed == 1
     data_dir = sweep_module._shared_data_dir()
     assert cm.data_dir == data_dir
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"  # <repo>/../shared/data
+    assert data_dir == (str(beside) if (beside / "mnist").is_dir() else None)
     if data_dir is not None:
         assert (Path(data_dir) / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
     # YAML beats the preset, flags beat both, a flag beats a per-dataset preset value too.

@@ -27,7 +27,7 @@ _PER_RUN_FIELDS = ("dataset", "seed", "device")
 def _shared_data_dir() -> str | None:
     """`<repo>/../shared/data` when it holds MNIST (the only MNIST on these machines), else None."""
     try:
-        candidate = Path(__file__).resolve().parents[3] / "shared" / "data"
+        candidate = Path(__file__).resolve().parents[4] / "shared" / "data"  # <repo>/src/dagwire/sweep/plan.py
     except IndexError:
         return None
     return str(candidate) if (candidate / "mnist").is_dir() else None
