@@ -162,10 +162,13 @@ def test_fast_kernels_match_the_plain_path_outputs_and_gradients(members):
             assert relative_error(u, v) < 1e-10, name
 
 
-@pytest.mark.xfail(reason="upstream, not isolated yet: in float32 on an AVX2 CPU the plain path's gradients "
-                          "(ATen batch norm, oneDNN on) came out 1-12 % off the float64 truth in some nodes, "
-                          "while the fast path stayed within 1e-5; the fast path is what CPU training uses "
-                          "and what `dagwire doctor` checks", strict=False)
+@pytest.mark.xfail(reason="upstream, not isolated yet: in float32 on an AVX2 CPU, with oneDNN on, the plain "
+                          "path's gradients came out up to 12 % off the float64 truth in one node (node 6 of this "
+                          "network); backward hooks show every batch norm and 3x3 convolution agreeing with "
+                          "float64, so the error enters through that node's consumers (node 7's in-place input sum, "
+                          "or reduce 6_1's ReLU and sliced 1x1 branch). The fast path, which CPU training uses and "
+                          "`dagwire doctor` checks, stays within 1e-5; the plain path runs on the CPU only under "
+                          "--compile", strict=False)
 def test_plain_path_in_float32_matches_float64():
     g = specs.complete(12, 3)
     _, plain = fast_and_reference(g, 3, 3)  # the weights of the case seen failing
