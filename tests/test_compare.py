@@ -175,6 +175,7 @@ def test_topk_graph_hand_made():
     assert compare.topk_graph(spec, np.ones(spec.num_edges), 1).edges == ((0, 1), (0, 2), (0, 3), (0, 4))
 
 
+@pytest.mark.slow
 def test_umap_is_finite_and_deterministic():
     X = np.random.default_rng(1).normal(size=(9, 6))
     E1 = compare.umap_embedding(X, seed=3)

@@ -18,6 +18,7 @@ m.pointwise = lambda conv, x: F.conv2d(x, conv.weight, conv.bias, stride=conv.st
 """
 
 
+@pytest.mark.slow
 def test_every_size_agrees_with_float64_in_a_child_process():
     cases = doctor.full_cases()
     assert {c.channels for c in cases} == set(range(1, 17))
@@ -38,6 +39,7 @@ def test_the_strided_pointwise_kernel_put_back_is_caught_not_hung():
     assert outcomes[2].ok  # one stage: no strided convolution, nothing to break
 
 
+@pytest.mark.slow
 def test_a_hanging_case_is_named_and_the_rest_still_run():
     hang_on_c3 = """
 import dagwire.doctor as d

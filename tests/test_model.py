@@ -276,6 +276,7 @@ def test_member_edge_masks_cut_only_their_member():
         stacked.set_edge_mask([True] * g.num_edges)
 
 
+@pytest.mark.slow
 def test_compiled_network_matches_eager_outputs_and_gradients():
     """--compile: under torch.compile the network uses plain ops (its hand-written backward is eager-only)."""
     g = specs.complete(6, 2)

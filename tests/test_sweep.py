@@ -302,6 +302,7 @@ def test_failed_run_is_recorded_and_retried(tmp_path, data, capsys):
     assert not any((out / r / "error.log").exists() for r in df["run_dir"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the killed sweep's processes in /proc")
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, data):
     out = tmp_path / "sweep"

@@ -25,6 +25,7 @@ from .config import DEFAULT_TAU
 from .errors import DagwireError
 from .paper import PAPER_DATASETS
 from .rundir import RunDir
+from .tables import RUNS_CSV, RUNS_PARQUET, read_runs_table
 from .spec import GraphSpec
 
 # The paper's datasets in its order of difficulty (Tables 1-5 columns).
@@ -75,22 +76,13 @@ def as_bool(values) -> np.ndarray:
 
 def load_runs(sweep_dir: str | os.PathLike):
     """runs.csv of a sweep as a DataFrame, sorted by dataset then seed, run_dir made absolute."""
-    import pandas as pd
 
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
         raise DagwireError(f"sweep directory not found: {sweep}")
-    csv = sweep / "runs.csv"
-    if not csv.is_file():
-        raise DagwireError(f"{csv} not found: run `dagwire sweep` first (it writes runs.csv)")
-    try:
-        df = pd.read_csv(csv)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DagwireError(f"cannot read {csv}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
-    missing = [c for c in ("dataset", "seed", "status") if c not in df.columns]
-    if missing:
-        raise DagwireError(f"{csv} lacks the column(s) {', '.join(missing)}")
-    df = with_flags(df)
+    if not (sweep / RUNS_CSV).is_file() and not (sweep / RUNS_PARQUET).is_file():
+        raise DagwireError(f"{sweep / RUNS_CSV} not found: run `dagwire sweep` first (it writes {RUNS_CSV})")
+    df = with_flags(read_runs_table(sweep))
     df["run_dir"] = [_resolve_run_dir(sweep, v) for v in df["run_dir"]]
     order = {d: k for k, d in enumerate(dataset_order(df["dataset"]))}
     df = df.assign(_order=df["dataset"].map(order)).sort_values(["_order", "seed"], kind="stable")

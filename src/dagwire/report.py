@@ -25,6 +25,7 @@ from .errors import DagwireError
 from .paper import PAPER_DATASETS, PAPER_LABEL, PAPER_TABLE5, PAPER_TABLE5_DATASET, PAPER_TABLES
 from .render import CSS, Table, fmt_k, fmt_mean_std, html_table, md_table
 from .stats import TAU_STAR_SUFFIX
+from .sweep.plan import SWEEP_FILE
 
 FILES_DIR = "report_files"
 
@@ -41,7 +42,7 @@ def stats_by_dataset(df, columns: Sequence[str]):
 
     order = dataset_order(df["dataset"])
     present = [c for c in columns if c in df.columns]
-    values = df[["dataset"]].join(df[present].apply(pd.to_numeric, errors="coerce"))
+    values = df[["dataset"]].join(df[present].apply(pd.to_numeric, errors="coerce").astype("float64"))
     for c in columns:
         if c not in present:
             values[c] = float("nan")
@@ -203,7 +204,7 @@ def local_label(local_dir: str | os.PathLike | None) -> str:
     import yaml
 
     try:
-        window = yaml.safe_load((Path(local_dir) / "sweep.yaml").read_text())["config"]["local_window"]
+        window = yaml.safe_load((Path(local_dir) / SWEEP_FILE).read_text())["config"]["local_window"]
         return f"local (|i − j| ≤ {int(window)})"
     except (OSError, TypeError, KeyError, ValueError, yaml.YAMLError):
         return "local initial graph"
@@ -394,7 +395,7 @@ def _summary(df, sweep: Path, local_df, local_dir) -> tuple[str, str | None]:
     if local_df is not None:
         line += (f" Local-graph sweep {local_dir}: {int(local_df['done'].sum())} done, "
                  f"{int((~local_df['done']).sum())} failed.")
-    config = sweep / "sweep.yaml"
+    config = sweep / SWEEP_FILE
     text = None
     if config.is_file():
         try:

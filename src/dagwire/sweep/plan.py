@@ -95,15 +95,15 @@ def parse_seeds(text: str) -> list[int]:
 
 def normalise_dataset(name: str, check_files: bool = True) -> str:
     """A dataset name as runs use it: a registered name in lower case, or `npz:`/`folder:` + absolute path."""
-    from ..data import available_datasets
+    from ..data import available_datasets, split_dataset_name
 
     name = str(name).strip()
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix.lower() in ("npz", "folder") and rest.strip():
-        path = Path(rest.strip()).expanduser().resolve()
-        if check_files and not (path.is_file() if prefix.lower() == "npz" else path.is_dir()):
-            raise DagwireError(f"dataset {name}: no such {'file' if prefix.lower() == 'npz' else 'directory'} {path}")
-        return f"{prefix.lower()}:{path}"
+    kind, value = split_dataset_name(name)
+    if kind is not None:
+        path = Path(value).expanduser().resolve()
+        if check_files and not (path.is_file() if kind == "npz" else path.is_dir()):
+            raise DagwireError(f"dataset {name}: no such {'file' if kind == 'npz' else 'directory'} {path}")
+        return f"{kind}:{path}"
     if name.lower() in available_datasets():
         return name.lower()
     raise DagwireError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}, "

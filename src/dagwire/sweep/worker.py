@@ -96,9 +96,8 @@ def train_runs(jobs: list[Job], data) -> list[int | None]:
     for k, out in enumerate(outs):
         if RunDir(out).trained():
             continue
-        checkpoint = RunDir(out).checkpoint
-        epoch = _checkpoint_epoch(checkpoint)
-        if checkpoint.exists() or (out / "config.yaml").exists():
+        epoch = _checkpoint_epoch(RunDir(out).checkpoint)
+        if RunDir(out).started():
             resumed_from[k] = epoch
         groups.setdefault(epoch, []).append(k)
     for epoch, members in sorted(groups.items()):
