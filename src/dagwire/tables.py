@@ -54,7 +54,7 @@ def runs_frame(rows: list[dict[str, Any]], stages: int | None = None):
     for column in columns:
         kind = column.removesuffix(TAU_STAR_SUFFIX)  # features at τ* have the types of the features
         if kind in TEXT_COLUMNS:
-            df[column] = df[column].fillna("").astype(str)
+            df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str)
         elif kind in INT_COLUMNS or kind.startswith("nodes_stage_"):
             df[column] = pd.to_numeric(df[column], errors="coerce").round().astype("Int64")
         elif kind in BOOL_COLUMNS:
