@@ -23,7 +23,7 @@ from dagwire import sweep as sweep_module
 from dagwire import tables
 from dagwire.cli import cli, main
 from dagwire.errors import DagwireError
-from dagwire.prune import DEFAULT_GRID
+from dagwire.config import TAU_GRID
 
 TINY = ["--nodes", "6", "--stages", "2", "--channels", "2", "--batch-size", "16", "--quiet"]
 RUN_FILES = ("graph.json", "thresholds.csv", "features.json", "dynamics.json", "status.json", "metrics.jsonl",
@@ -219,7 +219,7 @@ def test_tiny_sweep_writes_every_run_and_the_table(tiny_sweep, data):
         metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         assert row["mean_epoch_seconds"] == pytest.approx(np.mean([m["seconds"] for m in metrics]))
         thresholds = pd.read_csv(run / "thresholds.csv")
-        assert list(thresholds["threshold"]) == sorted(DEFAULT_GRID)
+        assert list(thresholds["threshold"]) == sorted(TAU_GRID)
 
 
 def test_rerun_of_a_finished_sweep_runs_nothing(tiny_sweep):

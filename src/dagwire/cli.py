@@ -244,9 +244,10 @@ def ordering(runs_file, tau_column, permutations, seed, as_json) -> None:
 def thresholds(run, grid, device, quiet) -> None:
     """Test accuracy and sparsity of the trained network over thresholds τ, without fine-tuning (Fig. 2)."""
     from .draw import plot_threshold_curve
-    from .prune import DEFAULT_GRID, load_run, threshold_curve, write_rows_csv
+    from .config import TAU_GRID
+    from .prune import load_run, threshold_curve, write_rows_csv
 
-    taus = DEFAULT_GRID
+    taus = TAU_GRID
     if grid:
         try:
             taus = tuple(float(v) for v in grid.split(",") if v.strip())

@@ -19,18 +19,13 @@ from tqdm.auto import tqdm
 
 from . import counts, graphs
 from . import spec as specs
-from .config import TrainConfig
+from .config import TAU_GRID, TrainConfig
 from .data import Dataset, load_dataset_for
 from .errors import DagwireError
 from .files import atomic_write_text
 from .model import DagNet, load_model, materialise
 from .rundir import RunDir
 from .train import TrainResult, evaluate, load_run_config, resolve_device, train
-
-# The fixed τ grid of threshold curves, and of τ* (compare.tau_star): dense where small networks
-# trained briefly keep their edges (0.01-0.3).
-DEFAULT_GRID = (0.0, 0.001, 0.002, 0.004, 0.006, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15,
-                0.175, 0.2, 0.25, 0.3)
 
 
 @dataclass
@@ -60,7 +55,7 @@ def load_run(run: str | os.PathLike, device: str | None = None) -> TrainedRun:
 
 
 def threshold_curve(
-    trained: TrainedRun, grid: Sequence[float] = DEFAULT_GRID, dataset: Dataset | None = None,
+    trained: TrainedRun, grid: Sequence[float] = TAU_GRID, dataset: Dataset | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """Test accuracy (no fine-tuning), sparsity and nodes of the pruned network for each τ.

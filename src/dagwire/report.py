@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import click
 
-from .config import DEFAULT_TAU
+from .config import DEFAULT_TAU, TAU_GRID
 from .errors import DagwireError
 from .paper import PAPER_DATASETS, PAPER_LABEL, PAPER_TABLE5, PAPER_TABLE5_DATASET, PAPER_TABLES
 from .render import CSS, Table, fmt_k, fmt_mean_std, html_table, md_table
@@ -304,9 +304,8 @@ def _figures(df, sweep: Path, tau: float) -> tuple[list[Figure], list[Table]]:
             "RBF kernel (γ = 1 / number of features) between standardised feature vectors (Tables 1–2 without "
             "parameters) of every connected run, ordered by dataset then seed.", "fig4_similarity.png", similarity)
 
-    from .prune import DEFAULT_GRID
 
-    pooled_taus = sorted({t for t in DEFAULT_GRID if 0 < t <= tau} | {tau})
+    pooled_taus = sorted({t for t in TAU_GRID if 0 < t <= tau} | {tau})
 
     def embedding(p: Path) -> None:
         pooled, pooled_labels = compare.pooled_feature_matrix(df, pooled_taus)

@@ -256,7 +256,7 @@ def describe_plan(plan: SweepPlan, todo: int, cpus_per_run: int = 1, slots: int 
     The time is an estimate from one timed training step of the initial network on this machine
     (or `step_seconds`), plus evaluations at a third of a step per batch.
     """
-    from ..prune import DEFAULT_GRID
+    from ..config import TAU_GRID
 
     slots = slots or max(1, (os.cpu_count() or 1) // cpus_per_run)
     lines = [f"plan: {len(plan.datasets)} datasets × {len(plan.seeds)} seeds = {len(plan.runs())} runs "
@@ -274,7 +274,7 @@ def describe_plan(plan: SweepPlan, todo: int, cpus_per_run: int = 1, slots: int 
         if step_seconds is None:
             step_seconds = _time_one_step(config, cpus_per_run)
         eval_batches = math.ceil((config.limit_test or 10_000) / config.batch_size)
-        curve_batches = len(DEFAULT_GRID) * (eval_batches + math.ceil((config.holdout or 0) / config.batch_size))
+        curve_batches = len(TAU_GRID) * (eval_batches + math.ceil((config.holdout or 0) / config.batch_size))
         seconds_per_run.append(step_seconds * (config.epochs * per_epoch + (config.epochs * eval_batches
                                                                               + curve_batches) / 3))
     if seconds_per_run and todo and step_seconds:

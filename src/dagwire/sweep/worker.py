@@ -115,12 +115,13 @@ def measure_run(job: Job, data, resumed_from: int | None) -> dict[str, Any]:
     from ..draw import plot_threshold_curve
     from ..dynamics import edge_dynamics
     from ..files import atomic_write_json
-    from ..prune import DEFAULT_GRID, load_run, threshold_curve, write_rows_csv
+    from ..config import TAU_GRID
+    from ..prune import load_run, threshold_curve, write_rows_csv
 
     config = build_config(None, **job.config)
     out = Path(job.run_dir)
     trained = load_run(out, config.device)
-    rows = threshold_curve(trained, DEFAULT_GRID, dataset=data, progress=False)
+    rows = threshold_curve(trained, TAU_GRID, dataset=data, progress=False)
     files = RunDir(out)
     write_rows_csv(rows, files.thresholds_csv)
     plot_threshold_curve(rows, files.thresholds_png, title=f"{config.dataset} seed {config.seed}")
