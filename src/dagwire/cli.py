@@ -232,8 +232,7 @@ def ordering(runs_file, tau_column, permutations, seed, as_json) -> None:
         click.echo(f"{t.feature:<19}{'higher' if t.direction == 'up' else 'lower':>7}{t.tau_b:8.3f}{t.p:9.4f}"
                    f"{t.p_holm:9.4f}  {t.verdict}")
         for pair in t.pairs:
-            click.echo(f"    {pair.harder} − {pair.easier}: {pair.difference:+.3f} "
-                       f"[{pair.low:+.3f}, {pair.high:+.3f}]")
+            click.echo(f"    {pair.text()}")
 
 
 @cli.command()

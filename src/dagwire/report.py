@@ -134,8 +134,7 @@ def ordering_table(df, suffix: str = "", label: str = "") -> Table | None:
     rows = []
     for t in result.tests:
         fmt = fmt_k if t.feature == "parameters" else fmt_mean_std(3 if t.feature == "sparsity" else 2)
-        diffs = "; ".join(f"{p.harder} − {p.easier}: {p.difference:+.3g} [{p.low:+.3g}, {p.high:+.3g}]"
-                          for p in t.pairs)
+        diffs = "; ".join(p.text() for p in t.pairs)
         rows.append([t.feature, "higher" if t.direction == "up" else "lower",
                      *[fmt(t.means[d], t.stds[d]) if d in t.means else "–" for d in ranked],
                      f"{t.tau_b:+.3f}", f"{t.p:.4f}", f"{t.p_holm:.4f}", diffs, t.verdict])

@@ -60,8 +60,14 @@ class PairDifference:
     easier: str
     harder: str
     difference: float
-    low: float
+    low: float  # NaN when a dataset has fewer than 2 runs: no interval
     high: float
+
+    def text(self) -> str:
+        """'b − a: +0.05 [+0.01, +0.09]' (no interval: 'fewer than 2 runs')."""
+        interval = ("[fewer than 2 runs]" if math.isnan(self.low)
+                    else f"[{self.low:+.3g}, {self.high:+.3g}]")
+        return f"{self.harder} − {self.easier}: {self.difference:+.3g} {interval}"
 
 
 @dataclass
