@@ -164,6 +164,20 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     assert not (tmp_path / "failed" / "report.html").exists()
 
 
+def test_a_sweep_still_running_reports_unfinished_runs_apart_from_failed_ones(tmp_path):
+    from dagwire.compare import load_runs
+
+    rows = _hand_rows()
+    rows += [{"dataset": "cmnist", "seed": 7, "status": "pending", "error": "", "run_dir": ""},
+             {"dataset": "cmnist", "seed": 8, "status": "failed", "error": "boom", "run_dir": ""}]
+    df = load_runs(_write_runs(tmp_path, rows))
+    done = int(df["done"].sum())
+    line, _ = report._summary(df, tmp_path, None, None)
+    assert f"{done} done" in line and "2 failed, 1 not finished;" in line  # _hand_rows has a failed run too
+    failed = report._failed_table(df)
+    assert [row[1] for row in failed.rows] == ["4", "8"]  # the pending run is not listed as failed
+
+
 def _chromium(*args: str, user_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -382,13 +382,15 @@ def _summary(df, sweep: Path, local_df, local_dir) -> tuple[str, str | None]:
     """The one-line run summary, and the sweep's config text when SWEEP/sweep.yaml exists."""
     from .compare import dataset_order
 
-    done, failed = int(df["done"].sum()), int((~df["done"]).sum())
+    done, failed = int(df["done"].sum()), int(df["status"].eq("failed").sum())
+    pending = len(df) - done - failed  # a sweep still running, or stopped before these runs
     disconnected = int((df["done"] & ~df["connected"]).sum())
     per = ", ".join(f"{d} ({int((df['dataset'] == d).sum())})" for d in dataset_order(df["dataset"]))
     seeds = sorted({int(s) for s in df["seed"] if not (isinstance(s, float) and math.isnan(s))})
     seed_text = (f"{seeds[0]}–{seeds[-1]}" if seeds and seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2
                  else ", ".join(map(str, seeds)))
-    line = (f"{len(df)} runs: {done} done ({disconnected} disconnected at the threshold), {failed} failed; "
+    line = (f"{len(df)} runs: {done} done ({disconnected} disconnected at the threshold), {failed} failed"
+            f"{f', {pending} not finished' if pending else ''}; "
             f"datasets: {per}; seeds: {seed_text}.")
     if local_df is not None:
         line += (f" Local-graph sweep {local_dir}: {int(local_df['done'].sum())} done, "
@@ -411,7 +413,7 @@ def _seed_text(seed) -> str:
 
 
 def _failed_table(df) -> Table | None:
-    failed = df[~df["done"]]
+    failed = df[df["status"].eq("failed")]
     if not len(failed):
         return None
     rows = [[str(r["dataset"]), _seed_text(r["seed"]), str(r["status"]), str(r["error"])[:600]]
