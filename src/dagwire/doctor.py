@@ -385,13 +385,7 @@ def ensure_healthy(device: str = "cpu", threads: int = 0, say: Callable[[str], N
     if cached is None:
         if say is not None:
             say(f"dagwire doctor: checking the network's kernels on {device} (once per machine) ...")
-        outcomes = run_cases(quick_cases(), device, threads)
-        failed = [o for o in outcomes if not o.ok]
-        cached = {"facts": facts, "ok": not failed, "failed": [o.line() for o in failed]}
-        try:
-            atomic_write_text(path, json.dumps(cached, indent=1))
-        except OSError:
-            pass  # an unwritable cache only costs a re-check next time
+        cached = _save_verdict(facts, run_cases(quick_cases(), device, threads))
     if not cached["ok"]:
         first = cached["failed"][0].split("  ", 1)[-1].strip()
         raise DagwireError(
@@ -410,13 +404,20 @@ def doctor(device: str = "cpu", full: bool = False, threads: int = 0,
     outcomes = run_cases(full_cases() if full else quick_cases(), device, threads, on_outcome=lambda o: say(o.line()))
     failed = [o for o in outcomes if not o.ok]
     say(f"{len(outcomes) - len(failed)}/{len(outcomes)} checks passed in {time.perf_counter() - started:.1f} s")
-    if not full:
-        try:
-            atomic_write_text(_cache_file(facts), json.dumps(
-                {"facts": facts, "ok": not failed, "failed": [o.line() for o in failed]}, indent=1))
-        except OSError:
-            pass
+    if not full:  # the quick form's verdict serves train and sweep too
+        _save_verdict(facts, outcomes)
     return not failed
+
+
+def _save_verdict(facts: dict[str, str], outcomes: Sequence[Outcome]) -> dict:
+    """Cache the quick form's verdict for these facts; return it."""
+    failed = [o for o in outcomes if not o.ok]
+    verdict = {"facts": facts, "ok": not failed, "failed": [o.line() for o in failed]}
+    try:
+        atomic_write_text(_cache_file(facts), json.dumps(verdict, indent=1))
+    except OSError:
+        pass  # an unwritable cache only costs a re-check next time
+    return verdict
 
 
 def check_before_training(device: str, skip: bool, threads: int = 0) -> None:
