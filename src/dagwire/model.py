@@ -52,10 +52,11 @@ class NodeOp(nn.Module):
 def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """The 1×1 convolution `conv` of x, its stride taken by slicing: conv1x1(x[..., ::s, ::s]).
 
-    Never oneDNN's strided 1×1 kernel: on channels-last inputs with fewer input channels than its
-    channel block (8 with AVX2, 16 with AVX-512) its weight gradient writes past its workspace
-    (oneDNN issue 6035): hangs, heap corruption, or gradients off by 40-100 %. Slicing first is
-    the same math and less work; `dagwire doctor` and tests/test_kernels.py check it on every C.
+    Never oneDNN's strided 1×1 kernel: on AVX2 CPUs, with channels-last inputs of fewer than 8
+    channels (its channel block there), its weight gradient writes past its workspace (oneDNN
+    issue 6035): hangs, heap corruption, or gradients off by 40-100 %. (On an Intel AVX-512 CPU it
+    was right for C = 1-32.) Slicing first is the same math and less work on every CPU;
+    `dagwire doctor` and tests/test_kernels.py check the network on every C.
     """
     s = conv.stride
     if s != (1, 1):
