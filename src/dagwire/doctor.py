@@ -25,9 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -92,17 +93,21 @@ def full_cases() -> list[Case]:
 
 # --- the plain math ---------------------------------------------------------------------------------
 
-def plain_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def plain_forward(model: torch.nn.Module, x: torch.Tensor,
+                  relu_masks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """SPEC §1 written edge by edge with functional ops on a single network's own parameters.
 
     No fast path, no channels-last, no hand-written backward: strided convolutions with their
     stride argument, as the SPEC states them. Run it in float64, where no oneDNN kernel is used.
+    `relu_masks` (op name, e.g. "nodes.6" or "reduces.6_1" → where its input was > 0) makes every
+    ReLU take the branch another run took (`recording_relu_masks`): see there why.
     """
     p = dict(model.named_parameters())
     g = model.spec
 
     def op(prefix: str, h: torch.Tensor, stride: int) -> torch.Tensor:
-        a = F.conv2d(F.relu(h), p[f"{prefix}.conv3.weight"], stride=stride, padding=1)
+        rectified = F.relu(h) if relu_masks is None else h * relu_masks[prefix].to(h)
+        a = F.conv2d(rectified, p[f"{prefix}.conv3.weight"], stride=stride, padding=1)
         a = F.batch_norm(a, None, None, p[f"{prefix}.bn3.weight"], p[f"{prefix}.bn3.bias"], training=True)
         b = F.conv2d(h, p[f"{prefix}.conv1.weight"], stride=stride)
         b = F.batch_norm(b, None, None, p[f"{prefix}.bn1.weight"], p[f"{prefix}.bn1.bias"], training=True)
@@ -120,6 +125,34 @@ def plain_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
             total = total + strengths[e] * source
         out[j] = op(f"nodes.{j}", total, 1)
     return F.linear(out[g.output].mean(dim=(2, 3)), p["head.weight"], p["head.bias"])
+
+
+@contextmanager
+def recording_relu_masks(model: torch.nn.Module) -> Iterator[list[dict[str, torch.Tensor]]]:
+    """Record, per member, where each op's ReLU input was > 0 while `model` runs forward.
+
+    A gradient through ReLU jumps where its input crosses 0, and an input within float32 rounding
+    of 0 (a node's output is a sum of two batch norms, so one of its thousands of entries can be
+    2e-6) can fall on the other side in float64. The float64 truth then differs from a correct
+    float32 gradient by several per cent: seen in a 12-node C = 3 network, where one such entry of
+    node 6 put 2 % (12 % on another CPU) into every gradient behind it, taken at first for a
+    kernel bug. Giving the float64 math the float32 run's branches compares the kernels, not the
+    kink. Member k's masks are channel block k of the K-member network's.
+    """
+    recorded: dict[str, torch.Tensor] = {}
+    hooks = []
+    for group in ("nodes", "reduces"):
+        for key, op in getattr(model, group).items():
+            hooks.append(op.register_forward_pre_hook(
+                lambda _op, inputs, name=f"{group}.{key}": recorded.__setitem__(name, (inputs[0] > 0).detach().cpu())))
+    per_member: list[dict[str, torch.Tensor]] = []
+    try:
+        yield per_member
+    finally:
+        for hook in hooks:
+            hook.remove()
+    k = getattr(model, "members", 1)
+    per_member.extend({name: m.chunk(k, 1)[i] for name, m in recorded.items()} for i in range(k))
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor, floor: float = 0.0) -> float:
@@ -198,7 +231,7 @@ def _network_errors(case: Case, device: str, batch: int, image: int) -> dict[str
 
     dev = torch.device(device)
     model.to(dev).train()
-    with autocast(dev, case.precision):
+    with autocast(dev, case.precision), recording_relu_masks(model) as masks:
         logits = model(x.to(dev))
     loss = (logits.float() * probe.to(dev)).sum() + model.resources_loss()
     grads = dict(zip([n for n, _ in model.named_parameters()], torch.autograd.grad(loss, list(model.parameters()))))
@@ -207,7 +240,7 @@ def _network_errors(case: Case, device: str, batch: int, image: int) -> dict[str
     want_logits, want_grads = [], []
     for k, single in enumerate(singles):
         xk = x[:, 3 * k:3 * (k + 1)].double()
-        out = plain_forward(single, xk)
+        out = plain_forward(single, xk, masks[k])
         lossk = (out * probe[:, 10 * k:10 * (k + 1)].double()).sum() + torch.tanh(single.edge_weights).abs().sum()
         want_logits.append(out)
         want_grads.append(dict(zip([n for n, _ in single.named_parameters()],
