@@ -65,6 +65,24 @@ def make_row(dataset: str, seed: int, run_dir: str, result: dict[str, Any]) -> d
     return row
 
 
+def holdout_curves(df, sweep_dir: str | os.PathLike):
+    """The done runs' threshold curves that carry hold-out accuracy, as one long table (dataset,
+    seed, threshold, ...; None when there is none), and the runs-table index of those runs."""
+    import pandas as pd
+
+    curves, done = [], []
+    for k, row in df.iterrows():
+        path = RunDir(Path(sweep_dir) / str(row["run_dir"])).thresholds_csv
+        if row["status"] != "done" or not path.is_file():
+            continue
+        curve = pd.read_csv(path)
+        if "holdout_accuracy" not in curve.columns:
+            continue
+        curves.append(curve.assign(dataset=row["dataset"], seed=row["seed"]))
+        done.append(k)
+    return (pd.concat(curves, ignore_index=True) if curves else None), done
+
+
 def with_tau_star(df, sweep_dir: str | os.PathLike):
     """The runs table with `tau_star` and every feature at τ* (columns `<feature>_at_tau_star`).
 
@@ -79,17 +97,8 @@ def with_tau_star(df, sweep_dir: str | os.PathLike):
     from ..stats import tau_star
 
     sweep_dir = Path(sweep_dir)
-    curves, done = [], []
-    for k, row in df.iterrows():
-        path = RunDir(sweep_dir / str(row["run_dir"])).thresholds_csv
-        if row["status"] != "done" or not path.is_file():
-            continue
-        curve = pd.read_csv(path)
-        if "holdout_accuracy" not in curve.columns:
-            continue
-        curves.append(curve.assign(dataset=row["dataset"], seed=row["seed"]))
-        done.append(k)
-    tau = tau_star(pd.concat(curves, ignore_index=True)) if curves else None
+    curves, done = holdout_curves(df, sweep_dir)
+    tau = tau_star(curves)
     if tau is None:
         return df
     df = df.copy()
