@@ -24,6 +24,8 @@ from dagwire import tables
 from dagwire.cli import cli, main
 from dagwire.errors import DagwireError
 from dagwire.config import TAU_GRID
+from dagwire.machine import cpu_label
+from dagwire.model import create_model
 
 TINY = ["--nodes", "6", "--stages", "2", "--channels", "2", "--batch-size", "16", "--quiet"]
 RUN_FILES = ("graph.json", "thresholds.csv", "features.json", "dynamics.json", "status.json", "metrics.jsonl",
@@ -220,6 +222,14 @@ def test_tiny_sweep_writes_every_run_and_the_table(tiny_sweep, data):
         assert row["mean_epoch_seconds"] == pytest.approx(np.mean([m["seconds"] for m in metrics]))
         thresholds = pd.read_csv(run / "thresholds.csv")
         assert list(thresholds["threshold"]) == sorted(TAU_GRID)
+        # Capacity, fit, collapse and CPU columns: from the run's own config, network and metrics.
+        assert (row["channels"], row["stages"], row["initial_nodes"]) == (2, 2, 6)
+        network = create_model(specs.load(run / "initial_graph.json"), 2, 3, 4)
+        assert row["initial_parameters"] == sum(p.numel() for p in network.parameters())
+        assert row["train_eval_accuracy"] == pytest.approx(learned.meta["train_eval_accuracy"])
+        assert 0 <= row["train_eval_accuracy"] <= 1
+        assert bool(row["collapsed"]) is learned.meta["collapsed"] is False
+        assert row["cpu"] == cpu_label() == metrics[0]["cpu"]
 
 
 def test_rerun_of_a_finished_sweep_runs_nothing(tiny_sweep):

@@ -82,8 +82,10 @@ def train(config_path, out, resume, batch_seeds, quiet, skip_doctor, **flags) ->
                               before_training=lambda: check_before_training(configs[0].device, skip_doctor))
     for config, result in zip(configs, results):
         click.echo(
-            f"done: test accuracy {result.test_accuracy:.4f}, thresholded (τ={config.threshold}) "
+            f"done: test accuracy {result.test_accuracy:.4f} (training subset, no augmentation: "
+            f"{result.train_eval_accuracy:.4f}), thresholded (τ={config.threshold}) "
             f"{result.thresholded_accuracy:.4f}; graph in {result.out / 'graph.json'}"
+            + ("; COLLAPSED in its first lr phase" if result.collapsed else "")
         )
 
 

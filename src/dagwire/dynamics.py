@@ -50,3 +50,23 @@ def epoch1_dsc(first_epoch: np.ndarray, retained: np.ndarray) -> dict[str, float
     largest = set(order[:m].tolist())
     smallest = set(order[len(order) - m:].tolist()) if m else set()
     return {"dsc_largest": dice(kept, largest), "dsc_smallest": dice(kept, smallest)}
+
+
+# A run has collapsed when, at the end of its first learning-rate phase, it is still at chance
+# (training accuracy below twice chance) while the L1 term has emptied most of the network (the
+# median edge below a tenth of its initial |tanh w| = 0.5). Such a run has learned nothing yet
+# and lost its edges to the penalty alone: its graph says nothing about the task.
+COLLAPSE_CHANCE_FACTOR = 2.0
+COLLAPSE_MEDIAN_EDGE = 0.05
+
+
+def first_phase_epoch(milestone_steps: list[int], steps_per_epoch: int, epochs: int) -> int:
+    """The epoch (from 1) at whose end the first learning-rate phase is over (the last epoch without a drop)."""
+    first = min((m for m in milestone_steps if m > 0), default=epochs * steps_per_epoch)
+    return min(max(1, -(-first // steps_per_epoch)), epochs)
+
+
+def is_collapsed(train_accuracy: float, magnitudes, num_classes: int) -> bool:
+    """Whether a run at its first phase's end is still at chance while most of its edges have shrunk away."""
+    return bool(train_accuracy < COLLAPSE_CHANCE_FACTOR / num_classes
+                and float(np.median(np.asarray(magnitudes, dtype=float))) < COLLAPSE_MEDIAN_EDGE)

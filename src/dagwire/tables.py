@@ -20,13 +20,21 @@ RUNS_CSV = "runs.csv"
 RUNS_PARQUET = "runs.parquet"
 RETRAIN_COLUMNS = ("retrained_accuracy", "retrained_fit_accuracy", "retrained_fit_channels",
                    "retrain_mean_epoch_seconds", "retrain_fit_mean_epoch_seconds")
+# The initial network's size, so that tables of sweeps at different sizes can be pooled. `nodes` is
+# already the feature "nodes kept", so the initial count is `initial_nodes`.
+CAPACITY_COLUMNS = ("channels", "stages", "initial_nodes", "initial_parameters")
+# The fit (accuracy on the training subset without augmentation) and the collapse check
+# (dynamics.is_collapsed); empty for runs trained before either was recorded.
+FIT_COLUMNS = ("train_eval_accuracy", "collapsed")
 # ray_node: the Ray node a run ran on ("<node id, 8 hex>@<node IP>"; empty for runs recorded before it existed).
-BASE_COLUMNS = ("dataset", "seed", "status", "error", "run_dir", "ray_node", "test_accuracy", "thresholded_accuracy",
-                "mean_epoch_seconds", *RETRAIN_COLUMNS)
+# cpu: every CPU (model and ISA) the run trained on, in order, "; "-separated (a resumed run may have moved).
+BASE_COLUMNS = ("dataset", "seed", "status", "error", "run_dir", "ray_node", "cpu", *CAPACITY_COLUMNS,
+                "test_accuracy", *FIT_COLUMNS, "thresholded_accuracy", "mean_epoch_seconds", *RETRAIN_COLUMNS)
 DYNAMICS_KEYS = ("A", "B", "C", "D", "edges", "dsc_largest", "dsc_smallest")
-INT_COLUMNS = {"seed", "retrained_fit_channels", "nodes", "parameters", "max_path", "edge_connectivity", "dyn_edges"}
-BOOL_COLUMNS = {"q1d", "disconnected"}
-TEXT_COLUMNS = {"dataset", "status", "error", "run_dir", "ray_node"}
+INT_COLUMNS = {"seed", "retrained_fit_channels", "nodes", "parameters", "max_path", "edge_connectivity", "dyn_edges",
+               "channels", "stages", "initial_nodes", "initial_parameters"}
+BOOL_COLUMNS = {"q1d", "disconnected", "collapsed"}
+TEXT_COLUMNS = {"dataset", "status", "error", "run_dir", "ray_node", "cpu"}
 
 
 def feature_columns(stages: int) -> list[str]:

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,11 @@ from tqdm.auto import tqdm
 from . import graphs
 from . import spec as specs
 from .config import TrainConfig, read_yaml, build_config
+from .dynamics import first_phase_epoch, is_collapsed
 from .data import Dataset, augment_batch, load_dataset_for, normalize_batch
 from .errors import DagwireError, TrainingDiverged
 from .files import atomic_write, atomic_write_text
+from .machine import cpu_label
 from .rundir import RunDir
 from .model import DagNet, create_model, save_weights, split_members, split_state, stack_members, stack_state
 
@@ -100,6 +103,8 @@ class TrainResult:
     test_accuracy: float
     thresholded_accuracy: float
     spec: specs.GraphSpec
+    train_eval_accuracy: float | None = None  # on the training subset, no augmentation: the fit
+    collapsed: bool = False  # at chance after the first phase with most edges gone (dynamics.is_collapsed)
 
 
 def train(
@@ -181,6 +186,7 @@ def train_seeds(
     # The compiled module shares its parameters with `model`, which is what gets saved.
     forward = torch.compile(model) if config.compile else model
     label = f"{members} seeds, " if members > 1 else ""
+    collapse_epoch = first_phase_epoch(config.milestone_steps(steps_per_epoch), steps_per_epoch, config.epochs)
 
     # --- epochs ------------------------------------------------------------------------------
     for epoch in range(start_epoch, config.epochs):
@@ -241,7 +247,16 @@ def train_seeds(
                 "lr": lr,  # of the epoch's last step
                 "seconds": train_seconds,  # K members: the seconds of the epoch that trained them all
                 "edges_above_threshold": int(sum(m >= config.threshold for m in magnitudes[k])),
+                "cpu": cpu_label(),  # a resumed run may continue on another machine
             })
+            if epoch + 1 == collapse_epoch:
+                metrics[k][-1]["collapsed"] = is_collapsed(metrics[k][-1]["train_accuracy"], magnitudes[k],
+                                                           data.num_classes)
+                if metrics[k][-1]["collapsed"]:
+                    tqdm.write(f"dagwire: {outs[k]} collapsed: training accuracy "
+                               f"{metrics[k][-1]['train_accuracy']:.3f} (chance {1 / data.num_classes:.2f}) after the "
+                               f"first lr phase while the L1 term shrank most edges; its graph says nothing of the task",
+                               file=sys.stderr)
         _save_checkpoints(outs, model, optimizer, epoch + 1, metrics, history)
         for k, record in enumerate(metrics[k][-1] for k in range(members)):
             if progress:
@@ -255,7 +270,7 @@ def train_seeds(
                 on_epoch(record)
 
     # --- the learned graphs ----------------------------------------------------------------
-    return _finish(model, configs, outs, initial, data, metrics, test_x, test_y)
+    return _finish(model, configs, outs, initial, data, metrics, (train_x, train_y), (test_x, test_y))
 
 
 def _check_runs(configs: list[TrainConfig], outs: list[RunDir], resume: bool) -> None:
@@ -292,9 +307,13 @@ def _restore(model: DagNet, optimizer: torch.optim.Optimizer, outs: list[RunDir]
 
 
 def _finish(model: DagNet, configs: list[TrainConfig], outs: list[RunDir], initial: specs.GraphSpec, data: Dataset,
-            metrics: list, test_x: torch.Tensor, test_y: torch.Tensor) -> list[TrainResult]:
-    """The learned graphs: thresholded accuracy, graph.json and weights.pt of every member."""
+            metrics: list, train: tuple[torch.Tensor, torch.Tensor],
+            test: tuple[torch.Tensor, torch.Tensor]) -> list[TrainResult]:
+    """The learned graphs: thresholded accuracy, the fit, graph.json and weights.pt of every member."""
     config, members = configs[0], len(configs)
+    test_x, test_y = test
+    # Accuracy on the images trained on, without augmentation: whether the network fits its task.
+    train_eval_accuracies = evaluate_members(model, *train, data.mean, data.std, config.eval_batch_size)
     learned = [initial.with_weights(m) for m in _per_member(model.edge_magnitudes(), members)]
     pruned = [graphs.prune(g, config.threshold) for g in learned]
     connected = [graphs.is_connected(p) for p in pruned]
@@ -307,13 +326,16 @@ def _finish(model: DagNet, configs: list[TrainConfig], outs: list[RunDir], initi
     for k, (member, out) in enumerate(zip(configs, outs)):
         final_accuracy = metrics[k][-1]["test_accuracy"]
         thresholded_accuracy = masked_accuracies[k] if connected[k] else 1.0 / data.num_classes
+        collapsed = any(bool(m.get("collapsed")) for m in metrics[k])
         save_weights(member_models[k], out.weights)
         specs.save(
             learned[k], out.graph, dataset=config.dataset, seed=member.seed, channels=config.channels,
             test_accuracy=final_accuracy, threshold=config.threshold, thresholded_accuracy=thresholded_accuracy,
             in_channels=int(data.train_x.shape[1]), num_classes=data.num_classes,
+            train_eval_accuracy=train_eval_accuracies[k], collapsed=collapsed,
         )
-        results.append(TrainResult(out.path, final_accuracy, thresholded_accuracy, learned[k]))
+        results.append(TrainResult(out.path, final_accuracy, thresholded_accuracy, learned[k],
+                                   train_eval_accuracies[k], collapsed))
     return results
 
 

@@ -13,7 +13,7 @@ import click
 from ..errors import DagwireError
 from ..tables import runs_frame
 from .cluster import _check_resources, check_reachable, connect_ray
-from .plan import SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file
+from .plan import SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file, seed_major
 from .table import make_row, result_from_disk, write_tables
 from .worker import Job, one_line, run_task, write_marker, write_status
 
@@ -70,7 +70,7 @@ def run_sweep(
     runs = plan.runs()
     rows = {(d, s): make_row(d, s, rel, {"status": "pending"} if new else result_from_disk(sweep_dir / rel))
             for d, s, rel in runs}
-    todo = [(d, s, rel) for d, s, rel in runs if rows[(d, s)]["status"] != "done"]
+    todo = seed_major([(d, s, rel) for d, s, rel in runs if rows[(d, s)]["status"] != "done"])
     stages = int(plan.config["stages"])
 
     started = False

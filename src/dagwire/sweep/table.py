@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import DagwireError
 from ..rundir import RunDir
 from ..stats import TAU_STAR_SUFFIX
-from ..tables import RETRAIN_COLUMNS, feature_columns, runs_frame, write_runs_table
+from ..tables import CAPACITY_COLUMNS, FIT_COLUMNS, RETRAIN_COLUMNS, feature_columns, runs_frame, write_runs_table
 from .plan import plan_from_identity, read_sweep_file
 
 
@@ -44,9 +44,41 @@ def result_from_disk(run_dir: str | os.PathLike) -> dict[str, Any]:
     if status["status"] == "done":
         if not is_done(run_dir):
             return {"status": "pending"}
-        status = {**status, "features": _read_json(RunDir(run_dir).features) or {},
+        status = {**status, **run_facts(run_dir), "features": _read_json(RunDir(run_dir).features) or {},
                   "dynamics": _read_json(RunDir(run_dir).dynamics) or {}}
     return status
+
+
+def run_facts(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A trained run's capacity, fit, collapse and CPU columns, read from its own files.
+
+    They are derived here rather than stored in status.json, so that a table rebuilt from runs
+    trained before a column existed gets every column its files allow (the collapse check, for
+    one, needs only metrics.jsonl and edge_history.npy).
+    """
+    import numpy as np
+
+    from .. import spec as specs
+    from ..config import build_config, read_yaml
+    from ..counts import parameter_count
+    from ..dynamics import first_phase_epoch, is_collapsed
+
+    files = RunDir(run_dir)
+    config = build_config(None, **read_yaml(files.config))
+    initial, learned = specs.load(files.initial_graph), specs.load(files.graph)
+    in_channels, classes = int(learned.meta.get("in_channels", 3)), int(learned.meta.get("num_classes", 10))
+    metrics = [json.loads(line) for line in files.metrics.read_text().splitlines() if line.strip()]
+    collapsed = learned.meta.get("collapsed")
+    if collapsed is None and metrics and files.edge_history.is_file():  # a run from before the check existed
+        steps_per_epoch = -(-(config.limit_train or 0) // config.batch_size) or None
+        if steps_per_epoch:
+            epoch = first_phase_epoch(config.milestone_steps(steps_per_epoch), steps_per_epoch, config.epochs)
+            collapsed = is_collapsed(metrics[epoch - 1]["train_accuracy"], np.load(files.edge_history)[epoch - 1],
+                                     classes)
+    return {"cpu": "; ".join(dict.fromkeys(str(m["cpu"]) for m in metrics if m.get("cpu"))),
+            "channels": config.channels, "stages": config.stages, "initial_nodes": initial.num_nodes,
+            "initial_parameters": parameter_count(initial, config.channels, in_channels, classes),
+            "train_eval_accuracy": learned.meta.get("train_eval_accuracy"), "collapsed": collapsed}
 
 
 def make_row(dataset: str, seed: int, run_dir: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -54,8 +86,9 @@ def make_row(dataset: str, seed: int, run_dir: str, result: dict[str, Any]) -> d
     done = result.get("status") == "done"
     row = {"dataset": dataset, "seed": seed, "status": result.get("status", "pending"),
            "error": "" if done else str(result.get("error") or ""), "run_dir": run_dir,
-           "ray_node": str(result.get("ray_node") or "")}
-    for key in ("test_accuracy", "thresholded_accuracy", "mean_epoch_seconds", *RETRAIN_COLUMNS):
+           "ray_node": str(result.get("ray_node") or ""), "cpu": str(result.get("cpu") or "")}
+    for key in (*CAPACITY_COLUMNS, "test_accuracy", *FIT_COLUMNS, "thresholded_accuracy", "mean_epoch_seconds",
+                *RETRAIN_COLUMNS):
         row[key] = result.get(key) if done else None
     if done:
         features = dict(result.get("features") or {})

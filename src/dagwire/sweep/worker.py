@@ -15,7 +15,7 @@ from ..errors import DagwireError
 from ..files import mean_epoch_seconds
 from ..rundir import RunDir
 from .plan import MARKER_FILE
-from .table import is_done, result_from_disk
+from .table import is_done, result_from_disk, run_facts
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def measure_run(job: Job, data, resumed_from: int | None) -> dict[str, Any]:
         **node_here(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **retrained,
     }
     write_status(out, status)  # last: its presence means every other file is complete
-    return {**_clean(status), "features": _clean(features), "dynamics": _clean(dynamics)}
+    return {**_clean(status), **_clean(run_facts(out)), "features": _clean(features), "dynamics": _clean(dynamics)}
 
 
 def retrain_pruned(trained, tau: float, data) -> dict[str, Any]:
