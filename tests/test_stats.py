@@ -13,7 +13,7 @@ from dagwire.tables import runs_frame, write_runs_table
 FEATURES = [f for f, _ in stats.ORDERING_FEATURES]
 
 
-def runs_table(trend: float, seeds: int = 6, noise: float = 1.0, seed: int = 0) -> pd.DataFrame:
+def runs_table(trend: float, seeds: int = 6, noise: float = 1.0, seed: int = 0, channels: int = 4) -> pd.DataFrame:
     """Three datasets, easiest first by accuracy; every feature moves by `trend` per step of difficulty
     in the paper's direction (0: no trend), plus Gaussian noise."""
     rng = np.random.default_rng(seed)
@@ -21,7 +21,7 @@ def runs_table(trend: float, seeds: int = 6, noise: float = 1.0, seed: int = 0) 
     for rank, (name, accuracy) in enumerate([("easy", 0.97), ("middle", 0.85), ("hard", 0.6)]):
         for s in range(seeds):
             row = {"dataset": name, "seed": s, "status": "done", "run_dir": f"runs/{name}/seed{s}",
-                   "test_accuracy": accuracy + rng.normal(0, 0.005)}
+                   "test_accuracy": accuracy + rng.normal(0, 0.005), "channels": channels}
             for feature, direction in stats.ORDERING_FEATURES:
                 sign = 1 if direction == "up" else -1
                 row[feature] = 10 + sign * trend * rank + rng.normal(0, noise)
@@ -118,3 +118,78 @@ def test_ordering_command_bad_input_is_one_line(tmp_path, capsys):
     assert main(["ordering", str(tmp_path / "bad.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "not found" in err[0] and "lacks the column" in err[1]
+
+
+# --- capacity × difficulty ---------------------------------------------------------------------------
+
+def grows(t) -> bool:
+    """Whether Δ points the paper's way: τ-b rises for "up" features, falls for sparsity."""
+    return (t.delta > 0) if t.direction == "up" else (t.delta < 0)
+
+
+def test_a_planted_interaction_is_found_on_every_feature():
+    small, large = runs_table(trend=0.0, seed=1), runs_table(trend=3.0, seed=2, channels=8)
+    tests = stats.interaction_test(small, large, permutations=499, resamples=499)
+    assert [t.feature for t in tests] == FEATURES
+    for t in tests:
+        assert t.verdict == "grows" and t.p_holm < 0.05 and grows(t), t
+        assert t.delta == pytest.approx(t.tau_b_large - t.tau_b_small)
+        assert (t.low > 0) if t.direction == "up" else (t.high < 0)  # the interval excludes 0
+
+
+def test_identical_tables_give_no_interaction_with_an_interval_that_covers_0():
+    table = runs_table(trend=3.0, seed=4)
+    tests = stats.interaction_test(table, table.assign(channels=8), permutations=499, resamples=499)
+    for t in tests:
+        assert t.delta == 0 and t.low <= 0 <= t.high and t.verdict == "does not grow", t
+        assert t.p > 0.3  # half of all relabellings are at least as far as Δ = 0
+
+
+def test_a_shift_of_every_dataset_alike_is_not_an_interaction():
+    table = runs_table(trend=3.0, seed=5)
+    features = FEATURES + [f + stats.TAU_STAR_SUFFIX for f in FEATURES]
+    shifted = table.assign(channels=8, **{f: table[f] + 100 for f in features})
+    assert all(t.delta == 0 and t.verdict == "does not grow" for t in stats.interaction_test(
+        table, shifted, permutations=199, resamples=199))
+
+
+def test_an_effect_that_shrinks_is_not_called_growth():
+    small, large = runs_table(trend=3.0, seed=6), runs_table(trend=0.0, seed=7, channels=8)
+    tests = stats.interaction_test(small, large, permutations=499, resamples=499)
+    assert all(t.verdict == "does not grow" and not grows(t) and t.p > 0.9 for t in tests)
+
+
+def test_ordering_by_channels_command(tmp_path, capsys):
+    for name, trend, seed, channels in (("c4", 0.0, 1, 4), ("c8", 3.0, 2, 8)):
+        (tmp_path / name).mkdir()
+        write_runs_table(runs_frame(runs_table(trend, seed=seed, channels=channels).to_dict("records")),
+                         tmp_path / name)
+    tables = [str(tmp_path / "c4" / "runs.csv"), str(tmp_path / "c8" / "runs.csv")]
+    picture = tmp_path / "capacity.png"
+    assert main(["ordering", *tables, "--by", "channels", "--json", "--permutations", "199",
+                 "--plot", str(picture)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [c["channels"] for c in result["capacities"]] == [4, 8]
+    assert [t["verdict"] for t in result["capacities"][1]["tests"]] == ["reproduced"] * len(FEATURES)
+    assert [t["feature"] for t in result["interaction"]] == FEATURES
+    assert all(t["verdict"] == "grows" for t in result["interaction"])
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # 399 permutations: the smallest p, 1/400, stays below α after Holm's factor of 8
+    assert main(["ordering", *tables, "--by", "channels", "--permutations", "399"]) == 0
+    out = capsys.readouterr().out
+    assert "== channels = 4" in out and "== channels = 8" in out and out.count(" grows") == len(FEATURES)
+
+
+def test_ordering_by_channels_bad_input_is_one_line(tmp_path, capsys):
+    write_runs_table(runs_frame(runs_table(3.0).to_dict("records")), tmp_path)
+    table = str(tmp_path / "runs.csv")
+    assert main(["ordering", table, table]) == 2  # several tables need --by
+    assert main(["ordering", table, "--by", "channels"]) == 2  # one capacity only
+    no_channels = tmp_path / "old"
+    no_channels.mkdir()
+    write_runs_table(runs_frame(runs_table(3.0).drop(columns="channels").to_dict("records")), no_channels)
+    assert main(["ordering", table, str(no_channels / "runs.csv"), "--by", "channels"]) == 2
+    assert main(["ordering", table, "--plot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and "--by channels" in err[0] and "two capacities" in err[1]
+    assert "no channels column" in err[2] and "needs --by" in err[3]

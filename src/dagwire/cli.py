@@ -33,7 +33,8 @@ class LazyGroup(click.Group):
 
 
 # Commands that live beside their own module.
-LAZY_COMMANDS = {"sweep": "dagwire.sweep.command:sweep_command", "report": "dagwire.report:report_command"}
+LAZY_COMMANDS = {"sweep": "dagwire.sweep.command:sweep_command", "report": "dagwire.report:report_command",
+                 "ordering": "dagwire.ordering:ordering_command"}
 
 
 @click.group(cls=LazyGroup, lazy_subcommands=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
@@ -192,49 +193,6 @@ def draw(graph_file, output, threshold, title) -> None:
         title += f" seed {g.meta['seed']}" if "seed" in g.meta else ""
     draw_graph(g, output, title=title, tau=threshold if g.weights is not None else None)
     click.echo(f"wrote {output}")
-
-
-@cli.command()
-@click.argument("runs_file", metavar="RUNS.csv")
-@click.option("--tau-column", type=click.Choice(["auto", "tau_star", "threshold"]), default="auto", show_default=True,
-              help="Features at τ* (tau_star), at the sweep's τ (threshold), or τ* when the table has it (auto).")
-@click.option("--permutations", type=int, default=9999, show_default=True, help="Permutations of the labels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of permutations and bootstrap.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def ordering(runs_file, tau_column, permutations, seed, as_json) -> None:
-    """Test the paper's claim on a runs table: does a harder task learn a denser, deeper graph?
-
-    Per feature: Kendall's τ-b between difficulty rank (by mean test accuracy) and the feature,
-    a one-sided permutation p in the paper's direction, Holm-adjusted across features; per pair
-    of adjacent datasets the difference of means with a bootstrap 95 % interval.
-    """
-    from .stats import TAU_STAR_SUFFIX, ordering_test
-    from .tables import read_runs_table
-
-    if permutations < 1:
-        raise DagwireError(f"--permutations must be at least 1, got {permutations}")
-    df = read_runs_table(runs_file)
-    has_star = "tau_star" in df.columns and df["tau_star"].notna().any()
-    if tau_column == "tau_star" and not has_star:
-        raise DagwireError(f"{runs_file} has no τ* columns (the sweep's runs held out no data: --holdout)")
-    use_star = tau_column == "tau_star" or (tau_column == "auto" and has_star)
-    label = f"τ* = {float(df['tau_star'].dropna().iloc[0]):g}" if use_star else "the sweep's τ"
-    result = ordering_test(df, TAU_STAR_SUFFIX if use_star else "", permutations, permutations, seed, label=label)
-    if result is None:
-        raise DagwireError(f"{runs_file}: the test needs finished runs of at least two datasets")
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), allow_nan=True))
-        return
-    click.echo("datasets, easiest first: " + ", ".join(f"{d} (acc {100 * result.accuracy[d]:.1f} %)"
-                                                        for d in result.datasets))
-    click.echo(f"features at {result.columns}; {result.runs} runs; {result.permutations} permutations; "
-               f"Holm across {len(result.tests)} features, α = {result.alpha}")
-    click.echo(f"{'feature':<19}{'paper':>7}{'τ-b':>8}{'p':>9}{'p Holm':>9}  verdict")
-    for t in result.tests:
-        click.echo(f"{t.feature:<19}{'higher' if t.direction == 'up' else 'lower':>7}{t.tau_b:8.3f}{t.p:9.4f}"
-                   f"{t.p_holm:9.4f}  {t.verdict}")
-        for pair in t.pairs:
-            click.echo(f"    {pair.text()}")
 
 
 @cli.command()

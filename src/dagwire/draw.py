@@ -341,3 +341,43 @@ def plot_threshold_curves(df, path: str | os.PathLike, tau: float = DEFAULT_TAU)
     top.set_title(f"Accuracy and sparsity over τ (dashed: τ = {tau:g})", fontsize=10)
     save_figure(fig, path)
     return len(frames)
+
+
+def plot_capacity(summary: Sequence[dict], path: str | os.PathLike, by: str = "channels") -> None:
+    """Graph size at τ* against difficulty (test accuracy), one line per capacity, the paper's values marked.
+
+    `summary` is `stats.capacity_summary`'s rows; the x-axis runs from the easiest task (highest
+    accuracy) on the left to the hardest on the right. The paper's dataset means (60 nodes,
+    C = 11, τ = 0.006) are written in each panel: a scale, not a target, since the sizes differ.
+    """
+    from .paper import PAPER_TABLES
+    from .stats import CAPACITY_FEATURES
+
+    titles = {"nodes": "nodes kept", "mean_degree": "mean degree", "sparsity": "sparsity",
+              "parameters": "parameters"}
+    paper = {**PAPER_TABLES["table1"], **PAPER_TABLES["table2"]}
+    capacities = sorted({row[by] for row in summary})
+    fig, axes = plt.subplots(1, len(CAPACITY_FEATURES), figsize=(4.2 * len(CAPACITY_FEATURES), 3.8))
+    for ax, feature in zip(np.atleast_1d(axes), CAPACITY_FEATURES):
+        for k, value in enumerate(capacities):
+            rows = [r for r in summary if r[by] == value]
+            colour = STAGE_COLOURS[k % len(STAGE_COLOURS)]
+            ax.errorbar([r["accuracy"] for r in rows], [r[feature] for r in rows],
+                        yerr=[0 if np.isnan(r[feature + "_std"]) else r[feature + "_std"] for r in rows],
+                        fmt="o-", color=colour, capsize=3, label=f"C = {value}" if by == "channels" else f"{by} = {value}")
+            for r in rows:
+                ax.annotate(r["dataset"], (r["accuracy"], r[feature]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, color=colour)
+        # Written, not drawn: the paper's 863k-parameter network would squash this one's scale.
+        marks = [f"{d} {paper[feature][d][0]:.3g}" for d in ("cmnist", "cfashionmnist") if d in paper.get(feature, {})]
+        if marks:
+            ax.text(0.02, 0.02, "paper: " + ", ".join(marks), transform=ax.transAxes, fontsize=7, color="grey")
+        ax.invert_xaxis()  # easiest task on the left
+        ax.set_xlabel("test accuracy (harder →)")
+        ax.set_title(titles.get(feature, feature))
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=8, frameon=False)
+    fig.suptitle("learned graph at τ* against difficulty, per capacity (paper: 60 nodes, C = 11, τ = 0.006)",
+                 fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)

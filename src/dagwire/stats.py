@@ -223,3 +223,140 @@ def ordering_test(df, suffix: str = "", permutations: int = 9999, resamples: int
         test.verdict = "reproduced" if adjusted < alpha else "not reproduced"
     return OrderingResult(datasets, {d: float(a) for d, a in accuracy.items()}, runs, permutations, alpha,
                           label or ("τ*" if suffix == TAU_STAR_SUFFIX else "the sweep's τ"), tests)
+
+
+# --- capacity × difficulty: does the ordering grow with the network's size? ------------------------
+
+@dataclass
+class InteractionTest:
+    """One feature: τ-b with difficulty at the smaller and the larger capacity, their difference Δ and its test."""
+
+    feature: str
+    direction: str
+    tau_b_small: float
+    tau_b_large: float
+    delta: float  # τ-b at the larger capacity minus τ-b at the smaller
+    low: float  # bootstrap 95 % interval of Δ
+    high: float
+    p: float  # one-sided: the difficulty effect grows, in the paper's direction, with capacity
+    p_holm: float
+    verdict: str  # "grows" (significant after Holm) or "does not grow"
+
+
+def _ranked(part, column: str, datasets: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(difficulty rank, feature) arrays of the runs in `part`, ranks by the given easiest-first order."""
+    rank_of = {d: k for k, d in enumerate(datasets)}
+    return part["dataset"].map(rank_of).to_numpy(dtype=float), part[column].to_numpy(dtype=float)
+
+
+def interaction_test(small, large, suffix: str = "", permutations: int = 4999, resamples: int = 4999,
+                     seed: int = 0, alpha: float = ALPHA) -> list[InteractionTest]:
+    """Per feature, whether the difficulty effect grows from the `small` to the `large` capacity's runs table.
+
+    Δ = τ-b(large) − τ-b(small), each τ-b over that capacity's runs with datasets ranked by that
+    capacity's mean test accuracy (as `ordering_test` ranks them). The interval resamples runs
+    within each dataset × capacity cell (scipy's `bootstrap`, percentile). The p-value permutes
+    the capacity labels of the runs within each dataset, after each feature is replaced by its
+    rank among its own capacity's runs: τ-b depends on those ranks alone, so a capacity's shift of
+    every dataset alike (a main effect) changes neither Δ nor the permutations, and under the null
+    hypothesis that a run's place within its capacity does not depend on the capacity, every
+    relabelling is as likely as the observed one. p = (1 + #{permuted Δ at least as far in the
+    paper's direction}) / (1 + permutations). Holm's correction across the features.
+    """
+    import pandas as pd
+    from scipy.stats import bootstrap, rankdata
+
+    cells = []
+    for df in (small, large):
+        done = df[df["status"].astype(str).eq("done")]
+        order = done.groupby("dataset")["test_accuracy"].mean().sort_values(ascending=False)
+        cells.append((done, [str(d) for d in order.index]))
+    rng = np.random.default_rng(seed)
+    tests: list[InteractionTest] = []
+    for feature, direction in ORDERING_FEATURES:
+        column = feature + suffix
+        parts = []
+        for done, datasets in cells:
+            if column not in done.columns:
+                break
+            part = done[["dataset", column]].copy()
+            part[column] = pd.to_numeric(part[column], errors="coerce")
+            parts.append((part.dropna(), datasets))
+        if len(parts) < 2 or any(p["dataset"].nunique() < 2 for p, _ in parts):
+            continue
+        sign = 1.0 if direction == "up" else -1.0
+        (part_s, order_s), (part_l, order_l) = parts
+        common = [d for d in order_s if d in order_l]  # datasets run at both capacities
+        if len(common) < 2:
+            continue
+        order_s, order_l = common, [d for d in order_l if d in common]
+        part_s, part_l = part_s[part_s["dataset"].isin(common)], part_l[part_l["dataset"].isin(common)]
+        ranks_s, values_s = _ranked(part_s, column, order_s)
+        ranks_l, values_l = _ranked(part_l, column, order_l)
+        tau_s, tau_l = kendall_tau_b(ranks_s, values_s), kendall_tau_b(ranks_l, values_l)
+        delta = tau_l - tau_s
+
+        # Bootstrap: every dataset × capacity cell resampled on its own.
+        samples = [part_s.loc[part_s["dataset"] == d, column].to_numpy(float) for d in common] + \
+                  [part_l.loc[part_l["dataset"] == d, column].to_numpy(float) for d in common]
+        k = len(common)
+
+        def statistic(*groups):
+            def tau(gs, order):
+                ranks = np.concatenate([np.full(len(g), order.index(d), float) for g, d in zip(gs, common)])
+                return kendall_tau_b(ranks, np.concatenate(gs))
+            return tau(groups[k:], order_l) - tau(groups[:k], order_s)
+
+        low = high = float("nan")
+        if all(len(s) >= 2 for s in samples) and not math.isnan(delta):
+            ci = bootstrap(samples, statistic, n_resamples=resamples, method="percentile", vectorized=False,
+                           rng=rng).confidence_interval
+            low, high = float(ci.low), float(ci.high)
+
+        # Permutation within datasets, on within-capacity ranks. Written out because scipy's
+        # permutation_test cannot hold the dataset strata fixed while it relabels capacities.
+        position = np.concatenate([rankdata(values_s) / len(values_s), rankdata(values_l) / len(values_l)])
+        datasets_all = np.concatenate([part_s["dataset"].to_numpy(str), part_l["dataset"].to_numpy(str)])
+        in_large = np.r_[np.zeros(len(values_s), bool), np.ones(len(values_l), bool)]
+        rank_small = {d: order_s.index(d) for d in order_s}
+        rank_large = {d: order_l.index(d) for d in order_l}
+        strata = [np.flatnonzero(datasets_all == d) for d in np.unique(datasets_all)]
+        as_far = 0
+        for _ in range(permutations if not math.isnan(delta) else 0):
+            labels = in_large.copy()
+            for members in strata:
+                labels[members] = rng.permutation(labels[members])
+            small_d, large_d = datasets_all[~labels], datasets_all[labels]
+            permuted = (kendall_tau_b([rank_large[d] for d in large_d], position[labels])
+                        - kendall_tau_b([rank_small[d] for d in small_d], position[~labels]))
+            as_far += bool(sign * permuted >= sign * delta - 1e-12)
+        p = (1 + as_far) / (1 + permutations) if not math.isnan(delta) else 1.0
+        tests.append(InteractionTest(feature, direction, tau_s, tau_l, delta, low, high, p, p, ""))
+    for test, adjusted in zip(tests, holm([t.p for t in tests])):
+        test.p_holm = adjusted
+        test.verdict = "grows" if adjusted < alpha else "does not grow"
+    return tests
+
+
+# The picture of capacity against difficulty: the size of the learned graph, feature by feature.
+CAPACITY_FEATURES = ("nodes", "mean_degree", "sparsity", "parameters")
+
+
+def capacity_summary(df, by: str = "channels", suffix: str = TAU_STAR_SUFFIX) -> list[dict]:
+    """Per capacity and dataset (easiest first): mean ± std of test accuracy and of each CAPACITY_FEATURES column."""
+    import pandas as pd
+
+    done = df[df["status"].astype(str).eq("done")]
+    rows = []
+    for value, group in done.groupby(by, sort=True):
+        for dataset in group.groupby("dataset")["test_accuracy"].mean().sort_values(ascending=False).index:
+            part = group[group["dataset"] == dataset]
+            row = {by: int(value) if float(value).is_integer() else float(value), "dataset": str(dataset),
+                   "runs": len(part), "accuracy": float(part["test_accuracy"].mean()),
+                   "accuracy_std": float(part["test_accuracy"].std(ddof=1)) if len(part) > 1 else float("nan")}
+            for feature in CAPACITY_FEATURES:
+                values = pd.to_numeric(part.get(feature + suffix), errors="coerce").dropna()
+                row[feature] = float(values.mean()) if len(values) else float("nan")
+                row[feature + "_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            rows.append(row)
+    return rows

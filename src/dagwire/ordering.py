@@ -1,0 +1,118 @@
+"""`dagwire ordering`: the test of the paper's claim on one runs table, or on several pooled by capacity.
+
+One table: does a harder task learn a denser, deeper graph (`stats.ordering_test`)? Several with
+`--by channels`: that test at each capacity, each table at its own τ*, then per feature whether
+the difficulty effect grows with capacity (`stats.interaction_test`), and optionally the picture
+of graph size against difficulty, one line per capacity (`draw.plot_capacity`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import click
+
+from .errors import DagwireError
+from .stats import TAU_STAR_SUFFIX, OrderingResult
+
+
+@click.command("ordering")
+@click.argument("runs_files", metavar="RUNS.csv...", nargs=-1, required=True)
+@click.option("--by", type=click.Choice(["channels"]),
+              help="Pool several runs tables by capacity and test whether the ordering grows with it.")
+@click.option("--tau-column", type=click.Choice(["auto", "tau_star", "threshold"]), default="auto", show_default=True,
+              help="Features at τ* (tau_star), at the sweep's τ (threshold), or τ* when every table has it (auto).")
+@click.option("--permutations", type=int, default=9999, show_default=True, help="Permutations of the labels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of permutations and bootstrap.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False),
+              help="With --by: draw graph size against difficulty, one line per capacity, to this PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def ordering_command(runs_files, by, tau_column, permutations, seed, plot_file, as_json) -> None:
+    """Test the paper's claim on runs tables: does a harder task learn a denser, deeper graph?
+
+    Per feature: Kendall's τ-b between difficulty rank (by mean test accuracy) and the feature,
+    a one-sided permutation p in the paper's direction, Holm-adjusted across features; per pair
+    of adjacent datasets the difference of means with a bootstrap 95 % interval. With --by
+    channels: that per capacity, and per feature Δ = τ-b at the larger C minus at the smaller,
+    with a bootstrap interval and a one-sided permutation p for growth, Holm-adjusted.
+    """
+    import pandas as pd
+
+    from .stats import capacity_summary, interaction_test, ordering_test
+    from .tables import read_runs_table
+
+    if permutations < 1:
+        raise DagwireError(f"--permutations must be at least 1, got {permutations}")
+    if len(runs_files) > 1 and by is None:
+        raise DagwireError(f"{len(runs_files)} runs tables given: pool them with --by channels, or give one")
+    if plot_file and by is None:
+        raise DagwireError("--plot draws capacities against each other: it needs --by channels")
+    tables = [read_runs_table(path) for path in runs_files]
+    has_star = all("tau_star" in df.columns and df["tau_star"].notna().any() for df in tables)
+    if tau_column == "tau_star" and not has_star:
+        raise DagwireError("a runs table has no τ* columns (its sweep's runs held out no data: --holdout)")
+    suffix = TAU_STAR_SUFFIX if tau_column == "tau_star" or (tau_column == "auto" and has_star) else ""
+
+    def label(df) -> str:
+        return f"τ* = {float(df['tau_star'].dropna().iloc[0]):g}" if suffix else "the sweep's τ"
+
+    if by is None:
+        result = ordering_test(tables[0], suffix, permutations, permutations, seed, label=label(tables[0]))
+        if result is None:
+            raise DagwireError(f"{runs_files[0]}: the test needs finished runs of at least two datasets")
+        click.echo(json.dumps(result.to_dict(), allow_nan=True) if as_json else "\n".join(ordering_lines(result)))
+        return
+
+    for path, df in zip(runs_files, tables):
+        if by not in df.columns or df[by].isna().all():
+            raise DagwireError(f"{path} has no {by} column (rebuild it with `dagwire sweep --out DIR`)")
+    pooled = pd.concat(tables, ignore_index=True)
+    pooled = pooled[pooled["status"].astype(str).eq("done")]
+    values = sorted(int(v) for v in pooled[by].dropna().unique())
+    if len(values) != 2:
+        raise DagwireError(f"--by {by} compares two capacities; the tables hold {len(values)} "
+                           f"({', '.join(map(str, values)) or 'none'})")
+    parts = [pooled[pooled[by] == v] for v in values]
+    results = []
+    for value, part in zip(values, parts):
+        result = ordering_test(part, suffix, permutations, permutations, seed, label=label(part))
+        if result is None:
+            raise DagwireError(f"{by} = {value}: the test needs finished runs of at least two datasets")
+        results.append(result)
+    interaction = interaction_test(parts[0], parts[1], suffix, permutations, permutations, seed)
+    if plot_file:
+        from .draw import plot_capacity
+
+        plot_capacity(capacity_summary(pooled, by, suffix), plot_file, by)
+    if as_json:
+        click.echo(json.dumps({"by": by, "capacities": [{by: v, **r.to_dict()} for v, r in zip(values, results)],
+                               "interaction": [asdict(t) for t in interaction]}, allow_nan=True))
+        return
+    for value, result in zip(values, results):
+        click.echo(f"== {by} = {value}")
+        click.echo("\n".join(ordering_lines(result)))
+    click.echo(f"== does the difficulty effect grow from {by} = {values[0]} to {values[1]}? "
+               f"Δ = τ-b({values[1]}) − τ-b({values[0]}); Holm across {len(interaction)} features")
+    click.echo(f"{'feature':<19}{'paper':>7}{'τ-b ' + str(values[0]):>9}{'τ-b ' + str(values[1]):>9}{'Δ':>8}"
+               f"{'95 % interval':>19}{'p':>8}{'p Holm':>8}  verdict")
+    for t in interaction:
+        click.echo(f"{t.feature:<19}{'higher' if t.direction == 'up' else 'lower':>7}{t.tau_b_small:9.3f}"
+                   f"{t.tau_b_large:9.3f}{t.delta:+8.3f}{f'[{t.low:+.3f}, {t.high:+.3f}]':>19}{t.p:8.4f}"
+                   f"{t.p_holm:8.4f}  {t.verdict}")
+    if plot_file:
+        click.echo(f"wrote {plot_file}")
+
+
+def ordering_lines(result: OrderingResult) -> list[str]:
+    """The verdict table of one ordering test as text lines."""
+    lines = ["datasets, easiest first: " + ", ".join(f"{d} (acc {100 * result.accuracy[d]:.1f} %)"
+                                                    for d in result.datasets),
+             f"features at {result.columns}; {result.runs} runs; {result.permutations} permutations; "
+             f"Holm across {len(result.tests)} features, α = {result.alpha}",
+             f"{'feature':<19}{'paper':>7}{'τ-b':>8}{'p':>9}{'p Holm':>9}  verdict"]
+    for t in result.tests:
+        lines.append(f"{t.feature:<19}{'higher' if t.direction == 'up' else 'lower':>7}{t.tau_b:8.3f}{t.p:9.4f}"
+                     f"{t.p_holm:9.4f}  {t.verdict}")
+        lines.extend(f"    {pair.text()}" for pair in t.pairs)
+    return lines
