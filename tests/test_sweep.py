@@ -159,6 +159,11 @@ def test_first_difference_names_the_key():
     assert sweep_module.first_difference(a, changed.identity()).startswith("carve_test for cmnist")
     # The device is not part of the identity: a sweep may continue on another device.
     assert sweep_module.first_difference(a, sweep_module.make_plan(preset="mini", device="cuda").identity()) is None
+    # A sweep.yaml from before a field existed ran with its default: it is the same sweep.
+    older = {**a, "config": {k: v for k, v in a["config"].items() if k != "lam_warmup"}}
+    assert sweep_module.first_difference(older, a) is None
+    assert sweep_module.first_difference(older, sweep_module.make_plan(preset="mini", lam_warmup=100).identity()) \
+        .startswith("lam_warmup (0 there, 100 now)")
 
 
 def test_help_lists_train_flags_and_either_import_order_works(capsys):

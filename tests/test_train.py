@@ -321,3 +321,10 @@ def test_step_milestones_drop_the_rate_inside_an_epoch(tmp_path, tiny_npz):
                    "--out", out) == 0
     lrs = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert lrs == pytest.approx([0.1, 0.01, 0.001])  # the rate of each epoch's last step
+
+
+def test_lambda_ramps_linearly_over_the_warmup_steps_then_holds():
+    ramped = build_config(None, lam=5e-3, lam_warmup=400)
+    assert [ramped.lam_at(step) for step in (0, 100, 200, 399)] == pytest.approx([0, 1.25e-3, 2.5e-3, 5e-3 * 399 / 400])
+    assert ramped.lam_at(400) == ramped.lam_at(10_000) == 5e-3
+    assert build_config(None, lam=5e-3).lam_at(0) == 5e-3  # no warm-up: the full λ from the first step

@@ -55,6 +55,7 @@ class TrainConfig:
     momentum: float = _option(0.9, "SGD momentum.")
     weight_decay: float = _option(1e-4, "Weight decay (on every parameter, the edge weights too).")
     lam: float = _option(1e-3, "λ of the L1 resources term.")
+    lam_warmup: int = _option(0, "Steps over which λ ramps linearly from 0 to --lam (0: the full λ from the first step).")
     lr_milestones: list[int | float | str] | None = _option(
         None, "Where lr drops ×lr-gamma: epochs (80,90), fractions of all steps (0.8,0.9) or step counts "
               "(500s,740s); default 80%,90% of the epochs.", text=True)
@@ -93,6 +94,12 @@ class TrainConfig:
                 lr *= self.lr_gamma  # repeated products, as torch's MultiStepLR computes them
         return lr
 
+    def lam_at(self, step: int) -> float:
+        """λ at SGD step `step` (from 0): rising linearly from 0 over the first lam_warmup steps, then lam."""
+        if step >= self.lam_warmup:
+            return self.lam
+        return self.lam * step / self.lam_warmup
+
     def validate(self) -> "TrainConfig":
         """Raise DagwireError on values no run can use; return self."""
         checks = [
@@ -113,6 +120,7 @@ class TrainConfig:
             (self.threshold >= 0, f"--threshold must be >= 0, got {self.threshold}"),
             (self.local_window >= 1, f"--local-window must be >= 1, got {self.local_window}"),
             (self.holdout is None or self.holdout >= 1, f"--holdout must be >= 1, got {self.holdout}"),
+            (self.lam_warmup >= 0, f"--lam-warmup must be >= 0, got {self.lam_warmup}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -216,7 +216,7 @@ def train_seeds(
             logits = logits.float().view(len(x), members, -1)
             ce = torch.stack([F.cross_entropy(logits[:, k], y) for k, y in enumerate(ys)])
             # The members' losses add up: each member's gradient is that of its own run.
-            loss = ce.sum() + config.lam * model.resources_loss()
+            loss = ce.sum() + config.lam_at(epoch * steps_per_epoch + step) * model.resources_loss()
             if not torch.isfinite(loss):
                 bar.close()
                 last = f"epoch {metrics[0][-1]['epoch']}" if metrics[0] else "none (no epoch finished)"

@@ -294,7 +294,8 @@ def describe_plan(plan: SweepPlan, todo: int, cpus_per_run: int = 1, slots: int 
         per_epoch = math.ceil(config.limit_train / config.batch_size)
         phases = ", ".join(f"{steps} at lr {lr:.3g}" for lr, steps in lr_phases(config, per_epoch))
         lines.append(f"  {dataset}: {config.epochs} epochs × {per_epoch} steps = {config.epochs * per_epoch} steps "
-                     f"({phases}); λ = {config.lam:g}")
+                     f"({phases}); λ = {config.lam:g}"
+                     + (f", ramped up from 0 over the first {config.lam_warmup} steps" if config.lam_warmup else ""))
         if step_seconds is None:
             step_seconds = _time_one_step(config, cpus_per_run)
         eval_batches = math.ceil((config.limit_test or 10_000) / config.batch_size)
@@ -362,10 +363,16 @@ def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     # A sweep.yaml from before --retrain existed has no key: it did not retrain.
     if bool(old.get("retrain", False)) != bool(new.get("retrain", False)):
         return f"retrain ({bool(old.get('retrain', False))} there, {bool(new.get('retrain', False))} now)"
+    from dataclasses import fields
+
+    from ..config import TrainConfig
+
     old_plan, new_plan = plan_from_identity(old), plan_from_identity(new)
     keys = list(dict.fromkeys([*new["config"], *old["config"]]))
+    # A sweep.yaml written before a TrainConfig field existed lacks it: its runs had its default.
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
     for dataset in new["datasets"]:
-        a, b = old_plan.effective(dataset), new_plan.effective(dataset)
+        a, b = {**defaults, **old_plan.effective(dataset)}, {**defaults, **new_plan.effective(dataset)}
         for key in keys:
             if a.get(key) != b.get(key):
                 where = "" if old["config"].get(key) != new["config"].get(key) else f" for {dataset}"
