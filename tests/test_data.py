@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import write_npz
-from dagwire import data
+from dagwire.data import fetch as data
 from dagwire.errors import DataError
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
