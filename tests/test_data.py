@@ -15,14 +15,15 @@ import pytest
 import torch
 
 from conftest import write_npz
-from dagwire.data import fetch as data
+from dagwire import data
+from dagwire.data import fetch, official
 from dagwire.errors import DataError
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 if not SHARED_MNIST.is_dir():
     SHARED_MNIST = Path("/work/shared/data/mnist")
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-REAL_SYSTEM_ROOT = data.SYSTEM_DATA_ROOT
+REAL_SYSTEM_ROOT = fetch.SYSTEM_DATA_ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +32,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGWIRE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DAGWIRE_OFFLINE", "1")
     monkeypatch.delenv("DAGWIRE_DATA", raising=False)
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOT", tmp_path / "system")
+    monkeypatch.setattr(fetch, "SYSTEM_DATA_ROOT", tmp_path / "system")
     data.clear_memory_cache()
     yield
     data.clear_memory_cache()
@@ -238,7 +239,7 @@ def test_download_into_cache(tmp_path, monkeypatch):
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes((src / url.rsplit("/", 1)[1]).read_bytes())
 
-    monkeypatch.setattr(data, "_download", fake_download)
+    monkeypatch.setattr(fetch, "_download", fake_download)
     ds = data.load_dataset("cmnist")
     assert len(urls) == 4 and all(u.startswith("https://ossci-datasets.s3.amazonaws.com/mnist/") for u in urls)
     assert (tmp_path / "cache" / "data" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
@@ -248,7 +249,7 @@ def test_download_into_cache(tmp_path, monkeypatch):
         raise OSError("no route to host")
 
     data.clear_memory_cache()
-    monkeypatch.setattr(data, "_download", failing)
+    monkeypatch.setattr(fetch, "_download", failing)
     with pytest.raises(DataError, match="download from .* failed: no route to host"):
         data.load_dataset("ckmnist")
 
@@ -294,7 +295,7 @@ def test_colour_deterministic_and_cached(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("recoloured although cached")
 
-    monkeypatch.setattr(data, "colourize", boom)
+    monkeypatch.setattr(official, "colourize", boom)
     b = data.load_dataset("cmnist", tmp_path)  # from the disk cache
     np.testing.assert_array_equal(a.train_x, b.train_x)
     np.testing.assert_array_equal(a.test_x, b.test_x)
@@ -642,7 +643,7 @@ def real_cache(tmp_path_factory):
 
 @pytest.mark.skipif(not (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(), reason="Fashion-MNIST absent")
 def test_real_cfashionmnist(monkeypatch, real_cache):
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOT", REAL_SYSTEM_ROOT)
+    monkeypatch.setattr(fetch, "SYSTEM_DATA_ROOT", REAL_SYSTEM_ROOT)
     monkeypatch.setenv("DAGWIRE_CACHE", str(real_cache))
     ds = data.load_dataset("cfashionmnist")
     assert ds.train_x.shape == (60000, 3, 32, 32) and ds.test_x.shape == (10000, 3, 32, 32)
@@ -700,7 +701,7 @@ LOAD_ARGS = {"limits": LIMITS, "carved": {**LIMITS, "carve_test": 0.2}, "small":
 def test_real_loads_bit_identical(monkeypatch, real_cache, name, folder, args):
     if not (folder or DEBIAN_FASHION).is_dir():
         pytest.skip(f"{folder or DEBIAN_FASHION} absent")
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOT", REAL_SYSTEM_ROOT)
+    monkeypatch.setattr(fetch, "SYSTEM_DATA_ROOT", REAL_SYSTEM_ROOT)
     monkeypatch.setenv("DAGWIRE_CACHE", str(real_cache))
     ds = data.load_dataset(name, folder, **LOAD_ARGS[args])
     assert load_digest(ds) == REAL_LOADS[name, folder, args], (name, args)
