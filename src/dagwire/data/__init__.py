@@ -15,7 +15,8 @@ from .formats import read_cifar_batch, read_idx
 from .load import Dataset, load_dataset, load_dataset_for
 from .official import RECIPE_VERSION, clear_memory_cache
 from .registry import REGISTRY, USER_DATASET_KINDS, available_datasets, split_dataset_name
-from .transforms import T8_PERMUTATION, T8_ROTATIONS, augment_batch, colourize, normalize_batch, t8_inverse, t8_transform
+from .transforms import (T8_PERMUTATION, T8_ROTATIONS, augment_batch, colourize, normalize_batch, t8_inverse,
+                         t8_transform)
 
 __all__ = [
     "CHECKSUMS", "DOWNLOAD_TIMEOUT", "RECIPE_VERSION", "REGISTRY", "SYSTEM_DATA_ROOT", "T8_PERMUTATION", "T8_ROTATIONS",
