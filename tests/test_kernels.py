@@ -68,8 +68,9 @@ def test_a_wrong_strided_gradient_is_caught():
 def test_the_upstream_strided_kernel_put_back_is_settled_not_hung():
     """oneDNN's own strided 1×1 kernel, back in a child: every case settled, in order, never a hang.
 
-    Whether it is wrong depends on the CPU: on AVX2 (AMD EPYC, session 4) these shapes crashed or
-    gave weight gradients 37-98 % off; on an Intel AVX-512 machine (session 5) they were right.
+    Whether it is wrong depends on the CPU: on an AMD EPYC with AVX2 (2026-11-25, 5929a61) these
+    shapes crashed or gave weight gradients 37-98 % off; on an Intel Xeon with AVX-512 (2026-12-01,
+    b3b5139) they were right.
     """
     outcomes = doctor.run_cases(STRIDED_CASES, timeout=30, preamble=BROKEN_POINTWISE)
     assert [o.case for o in outcomes] == STRIDED_CASES
