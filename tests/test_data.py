@@ -684,14 +684,10 @@ def load_digest(ds: data.Dataset) -> str:
 
 LIMITS = {"limit_train": 600, "limit_test": 300, "holdout": 100, "data_seed": 3}
 REAL_LOADS = {  # (dataset, its folder or None for the default search path, load arguments): known digest
-    ("cfashionmnist", None, "limits"):
-        "803318e15e59948ee3698932e5f5cfda69bf7d9f39e729b8d868a51eb07017da",
-    ("cfashionmnist_t8", None, "limits"):
-        "0f0f411ad53bcc6143e15bb7ab9cfab1e3ab74e68d41fa42df4b1712d1ad8422",
-    ("cmnist", SHARED_MNIST, "carved"):
-        "db083340b2bafb48860e97f002d3b696e8dd8292605beb9bf75846254c6c391f",
-    ("cmnist_t8", SHARED_MNIST, "carved"):
-        "862003bae2df86e32c66b43556d4df9012329f07fe0fd2a7b5651c4646122073",
+    ("cfashionmnist", None, "limits"): "803318e15e59948ee3698932e5f5cfda69bf7d9f39e729b8d868a51eb07017da",
+    ("cfashionmnist_t8", None, "limits"): "0f0f411ad53bcc6143e15bb7ab9cfab1e3ab74e68d41fa42df4b1712d1ad8422",
+    ("cmnist", SHARED_MNIST, "carved"): "db083340b2bafb48860e97f002d3b696e8dd8292605beb9bf75846254c6c391f",
+    ("cmnist_t8", SHARED_MNIST, "carved"): "862003bae2df86e32c66b43556d4df9012329f07fe0fd2a7b5651c4646122073",
 }
 LOAD_ARGS = {"limits": LIMITS, "carved": {**LIMITS, "carve_test": 0.2}, "small": {"limit_train": 50, "holdout": 10},
              "carved_small": {"carve_test": 0.3, "limit_test": 20, "data_seed": 5}, "whole": {}}
@@ -726,26 +722,16 @@ def written_files(monkeypatch, root: Path, source: str) -> Path:
 
 
 WRITTEN_LOADS = {  # (dataset, source of the written files, load arguments): known digest
-    ("cmnist", "mnist", "small"):
-        "a3a12cde55cfbedc377f7aeaf6acd208c34316285e267a51faac9a64742e0bb6",
-    ("cmnist_t8", "mnist", "carved_small"):
-        "9df3e69a6ba4d5d3f0f342b60a8dceba0db70868eb8ffbd51db54b149e73e1e4",
-    ("ckmnist", "kmnist", "small"):
-        "a5de30cfb8d127a682dea4ca289a8384cf74096af8d9f5182a7ea9d8ec1ceb93",
-    ("ckmnist_t8", "kmnist", "small"):
-        "fdc293a04461c0689eb4fa9b2d23bb7e35a7df4e242c31dfd36e4ee466bf689e",
-    ("ckmnist", "kmnist", "carved_small"):
-        "7e85ed31245cd2f3fbd16a8cfffab77744819c5da84a0e1290f0f7325b94455d",
-    ("cifar10", "cifar-10", "small"):
-        "54a11de138b2684ff6e7f13fcbf546291306d26d0b40ca69140670be19bdbb1c",
-    ("cifar10_t8", "cifar-10", "small"):
-        "410f42ffbdf96fddf28942b0e3c053155380621bef77728583559749981e5fe2",
-    ("cifar10", "cifar-10", "carved_small"):
-        "690c6d8302c72259fbb8a48ef473eb72a70d38dbdc8d5bae2d4bef1f6227ab70",
-    ("folder", "folder", "whole"):
-        "f86ae384324bedc4893dd2cd5a29b7d66970021fefda2af98b2fa05d9f3cf1e7",
-    ("npz", "npz", "small"):
-        "dc036847562102ecaa740ebcdb5c08d4de5b520b95d8c8884485c7a3e1003473",
+    ("cmnist", "mnist", "small"): "a3a12cde55cfbedc377f7aeaf6acd208c34316285e267a51faac9a64742e0bb6",
+    ("cmnist_t8", "mnist", "carved_small"): "9df3e69a6ba4d5d3f0f342b60a8dceba0db70868eb8ffbd51db54b149e73e1e4",
+    ("ckmnist", "kmnist", "small"): "a5de30cfb8d127a682dea4ca289a8384cf74096af8d9f5182a7ea9d8ec1ceb93",
+    ("ckmnist_t8", "kmnist", "small"): "fdc293a04461c0689eb4fa9b2d23bb7e35a7df4e242c31dfd36e4ee466bf689e",
+    ("ckmnist", "kmnist", "carved_small"): "7e85ed31245cd2f3fbd16a8cfffab77744819c5da84a0e1290f0f7325b94455d",
+    ("cifar10", "cifar-10", "small"): "54a11de138b2684ff6e7f13fcbf546291306d26d0b40ca69140670be19bdbb1c",
+    ("cifar10_t8", "cifar-10", "small"): "410f42ffbdf96fddf28942b0e3c053155380621bef77728583559749981e5fe2",
+    ("cifar10", "cifar-10", "carved_small"): "690c6d8302c72259fbb8a48ef473eb72a70d38dbdc8d5bae2d4bef1f6227ab70",
+    ("folder", "folder", "whole"): "f86ae384324bedc4893dd2cd5a29b7d66970021fefda2af98b2fa05d9f3cf1e7",
+    ("npz", "npz", "small"): "dc036847562102ecaa740ebcdb5c08d4de5b520b95d8c8884485c7a3e1003473",
 }
 
 
