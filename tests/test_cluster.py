@@ -1,4 +1,4 @@
-"""Cluster tests: `dagwire sweep --address` on a real Ray cluster of several nodes on this machine (issue 13).
+"""Cluster tests: `dagwire sweep --address` on a real Ray cluster of several nodes on this machine.
 
 Each node is a `ray start --block` process of the environment dagwire is installed in (the way the
 README's "On a cluster" gets dagwire onto nodes), with 1 CPU, its own temp dir, and token

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import pickle
 import struct
 import tarfile
@@ -13,14 +14,16 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_npz
 from dagwire import data
+from dagwire.data import fetch, official
 from dagwire.errors import DataError
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 if not SHARED_MNIST.is_dir():
     SHARED_MNIST = Path("/work/shared/data/mnist")
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-REAL_SYSTEM_ROOT = data.SYSTEM_DATA_ROOT
+REAL_SYSTEM_ROOT = fetch.SYSTEM_DATA_ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +32,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGWIRE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DAGWIRE_OFFLINE", "1")
     monkeypatch.delenv("DAGWIRE_DATA", raising=False)
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOT", tmp_path / "system")
+    monkeypatch.setattr(fetch, "SYSTEM_DATA_ROOT", tmp_path / "system")
     data.clear_memory_cache()
     yield
     data.clear_memory_cache()
@@ -236,7 +239,7 @@ def test_download_into_cache(tmp_path, monkeypatch):
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes((src / url.rsplit("/", 1)[1]).read_bytes())
 
-    monkeypatch.setattr(data, "_download", fake_download)
+    monkeypatch.setattr(fetch, "_download", fake_download)
     ds = data.load_dataset("cmnist")
     assert len(urls) == 4 and all(u.startswith("https://ossci-datasets.s3.amazonaws.com/mnist/") for u in urls)
     assert (tmp_path / "cache" / "data" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
@@ -246,7 +249,7 @@ def test_download_into_cache(tmp_path, monkeypatch):
         raise OSError("no route to host")
 
     data.clear_memory_cache()
-    monkeypatch.setattr(data, "_download", failing)
+    monkeypatch.setattr(fetch, "_download", failing)
     with pytest.raises(DataError, match="download from .* failed: no route to host"):
         data.load_dataset("ckmnist")
 
@@ -292,7 +295,7 @@ def test_colour_deterministic_and_cached(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("recoloured although cached")
 
-    monkeypatch.setattr(data, "colourize", boom)
+    monkeypatch.setattr(official, "colourize", boom)
     b = data.load_dataset("cmnist", tmp_path)  # from the disk cache
     np.testing.assert_array_equal(a.train_x, b.train_x)
     np.testing.assert_array_equal(a.test_x, b.test_x)
@@ -640,7 +643,7 @@ def real_cache(tmp_path_factory):
 
 @pytest.mark.skipif(not (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(), reason="Fashion-MNIST absent")
 def test_real_cfashionmnist(monkeypatch, real_cache):
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOT", REAL_SYSTEM_ROOT)
+    monkeypatch.setattr(fetch, "SYSTEM_DATA_ROOT", REAL_SYSTEM_ROOT)
     monkeypatch.setenv("DAGWIRE_CACHE", str(real_cache))
     ds = data.load_dataset("cfashionmnist")
     assert ds.train_x.shape == (60000, 3, 32, 32) and ds.test_x.shape == (10000, 3, 32, 32)
@@ -662,3 +665,81 @@ def test_real_cmnist_carved(monkeypatch, real_cache):
     np.testing.assert_array_equal(np.bincount(ds.train_y) + np.bincount(ds.test_y), readme)
     assert np.abs(np.bincount(ds.test_y) - 0.2 * np.array(readme)).max() <= 1
     assert [f["verified_by"] for f in ds.source["files"]] == ["md5", "md5"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bit-identical loads: every array, class list and normalisation statistic of each load below hashes
+# to the digest that the loader of commit b4ebd76 (2026-12-01, data.py still one module) gave. A change
+# that alters any pixel, label, order or statistic fails here.
+
+
+def load_digest(ds: data.Dataset) -> str:
+    """sha256 over the load's arrays (dtype, shape, bytes), classes, mean and std; not its paths."""
+    h = hashlib.sha256()
+    for a in (ds.train_x, ds.train_y, ds.test_x, ds.test_y, ds.holdout_x, ds.holdout_y):
+        h.update(b"none" if a is None else f"{a.dtype.str}{a.shape}".encode() + np.ascontiguousarray(a).tobytes())
+    h.update(json.dumps([ds.classes, ds.mean, ds.std]).encode())
+    return h.hexdigest()
+
+
+LIMITS = {"limit_train": 600, "limit_test": 300, "holdout": 100, "data_seed": 3}
+REAL_LOADS = {  # (dataset, its folder or None for the default search path, load arguments): known digest
+    ("cfashionmnist", None, "limits"): "803318e15e59948ee3698932e5f5cfda69bf7d9f39e729b8d868a51eb07017da",
+    ("cfashionmnist_t8", None, "limits"): "0f0f411ad53bcc6143e15bb7ab9cfab1e3ab74e68d41fa42df4b1712d1ad8422",
+    ("cmnist", SHARED_MNIST, "carved"): "db083340b2bafb48860e97f002d3b696e8dd8292605beb9bf75846254c6c391f",
+    ("cmnist_t8", SHARED_MNIST, "carved"): "862003bae2df86e32c66b43556d4df9012329f07fe0fd2a7b5651c4646122073",
+}
+LOAD_ARGS = {"limits": LIMITS, "carved": {**LIMITS, "carve_test": 0.2}, "small": {"limit_train": 50, "holdout": 10},
+             "carved_small": {"carve_test": 0.3, "limit_test": 20, "data_seed": 5}, "whole": {}}
+
+
+@pytest.mark.parametrize("name, folder, args", list(REAL_LOADS), ids=[f"{n}-{a}" for n, _, a in REAL_LOADS])
+def test_real_loads_bit_identical(monkeypatch, real_cache, name, folder, args):
+    if not (folder or DEBIAN_FASHION).is_dir():
+        pytest.skip(f"{folder or DEBIAN_FASHION} absent")
+    monkeypatch.setattr(fetch, "SYSTEM_DATA_ROOT", REAL_SYSTEM_ROOT)
+    monkeypatch.setenv("DAGWIRE_CACHE", str(real_cache))
+    ds = data.load_dataset(name, folder, **LOAD_ARGS[args])
+    assert load_digest(ds) == REAL_LOADS[name, folder, args], (name, args)
+
+
+def written_files(monkeypatch, root: Path, source: str) -> Path:
+    """The test-written official files of `source` under root (fixed seeds, so fixed bytes); their folder."""
+    if source == "cifar-10":
+        make_cifar(monkeypatch, root / "cifar-10-batches-py")
+    elif source == "folder":
+        rng = np.random.default_rng(7)
+        for i in range(12):
+            write_png(root / ("train" if i < 8 else "test") / f"c{i % 2}" / f"{i}.png",
+                      rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    elif source == "npz":
+        root.mkdir(parents=True)
+        write_npz(root / "tiny.npz")
+        return root / "tiny.npz"
+    else:
+        make_idx_set(monkeypatch, root, source=source, seed=4)
+    return root
+
+
+WRITTEN_LOADS = {  # (dataset, source of the written files, load arguments): known digest
+    ("cmnist", "mnist", "small"): "a3a12cde55cfbedc377f7aeaf6acd208c34316285e267a51faac9a64742e0bb6",
+    ("cmnist_t8", "mnist", "carved_small"): "9df3e69a6ba4d5d3f0f342b60a8dceba0db70868eb8ffbd51db54b149e73e1e4",
+    ("ckmnist", "kmnist", "small"): "a5de30cfb8d127a682dea4ca289a8384cf74096af8d9f5182a7ea9d8ec1ceb93",
+    ("ckmnist_t8", "kmnist", "small"): "fdc293a04461c0689eb4fa9b2d23bb7e35a7df4e242c31dfd36e4ee466bf689e",
+    ("ckmnist", "kmnist", "carved_small"): "7e85ed31245cd2f3fbd16a8cfffab77744819c5da84a0e1290f0f7325b94455d",
+    ("cifar10", "cifar-10", "small"): "54a11de138b2684ff6e7f13fcbf546291306d26d0b40ca69140670be19bdbb1c",
+    ("cifar10_t8", "cifar-10", "small"): "410f42ffbdf96fddf28942b0e3c053155380621bef77728583559749981e5fe2",
+    ("cifar10", "cifar-10", "carved_small"): "690c6d8302c72259fbb8a48ef473eb72a70d38dbdc8d5bae2d4bef1f6227ab70",
+    ("folder", "folder", "whole"): "f86ae384324bedc4893dd2cd5a29b7d66970021fefda2af98b2fa05d9f3cf1e7",
+    ("npz", "npz", "small"): "dc036847562102ecaa740ebcdb5c08d4de5b520b95d8c8884485c7a3e1003473",
+}
+
+
+@pytest.mark.parametrize("name, source, args", list(WRITTEN_LOADS), ids=[f"{n}-{a}" for n, _, a in WRITTEN_LOADS])
+def test_written_loads_bit_identical(tmp_path, monkeypatch, name, source, args):
+    where = written_files(monkeypatch, tmp_path / "files", source)
+    if source in ("folder", "npz"):
+        ds = data.load_dataset(f"{source}:{where}", image_size=16 if source == "folder" else 32, **LOAD_ARGS[args])
+    else:
+        ds = data.load_dataset(name, where, **LOAD_ARGS[args])
+    assert load_digest(ds) == WRITTEN_LOADS[name, source, args], (name, args)

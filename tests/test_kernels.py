@@ -6,7 +6,7 @@ or corrupts memory fails its case by name instead of stopping the suite.
 
 import pytest
 
-from dagwire import doctor
+from dagwire import doctor, doctor_cases
 from dagwire.cli import main
 
 # The strided 1×1 convolution the network used before, which oneDNN gets wrong below 8 channels on
@@ -20,7 +20,7 @@ m.pointwise = lambda conv, x: F.conv2d(x, conv.weight, conv.bias, stride=conv.st
 
 @pytest.mark.slow
 def test_every_size_agrees_with_float64_in_a_child_process():
-    cases = doctor.full_cases()
+    cases = doctor_cases.full_cases()
     assert {c.channels for c in cases} == set(range(1, 17))
     assert {c.stages for c in cases} == {1, 2, 3} and {c.members for c in cases} == {1, 2}
     outcomes = doctor.run_cases(cases, timeout=60)
@@ -56,7 +56,7 @@ m.pointwise = pointwise
 
 # C = 6, 3 stages: stage-0 outputs (6 channels) meet stride 2 and 4 in the reduce blocks; one stage
 # has no strided convolution at all.
-STRIDED_CASES = [doctor.Case(6, 3), doctor.Case(5, 2), doctor.Case(8, 1)]
+STRIDED_CASES = [doctor_cases.Case(6, 3), doctor_cases.Case(5, 2), doctor_cases.Case(8, 1)]
 
 
 def test_a_wrong_strided_gradient_is_caught():
@@ -68,8 +68,9 @@ def test_a_wrong_strided_gradient_is_caught():
 def test_the_upstream_strided_kernel_put_back_is_settled_not_hung():
     """oneDNN's own strided 1×1 kernel, back in a child: every case settled, in order, never a hang.
 
-    Whether it is wrong depends on the CPU: on AVX2 (AMD EPYC, session 4) these shapes crashed or
-    gave weight gradients 37-98 % off; on an Intel AVX-512 machine (session 5) they were right.
+    Whether it is wrong depends on the CPU: on an AMD EPYC with AVX2 (2026-11-25, 5929a61) these
+    shapes crashed or gave weight gradients 37-98 % off; on an Intel Xeon with AVX-512 (2026-12-01,
+    b3b5139) they were right.
     """
     outcomes = doctor.run_cases(STRIDED_CASES, timeout=30, preamble=BROKEN_POINTWISE)
     assert [o.case for o in outcomes] == STRIDED_CASES
@@ -90,7 +91,7 @@ def compare(case, *args, **kwargs):
     return original(case, *args, **kwargs)
 d.compare_with_float64 = compare
 """
-    cases = [doctor.Case(2, 2), doctor.Case(3, 2), doctor.Case(4, 2)]
+    cases = [doctor_cases.Case(2, 2), doctor_cases.Case(3, 2), doctor_cases.Case(4, 2)]
     outcomes = doctor.run_cases(cases, timeout=5, preamble=hang_on_c3)
     assert [(o.case.channels, o.status) for o in outcomes] == [(2, "ok"), (3, "hung"), (4, "ok")]
 
@@ -106,7 +107,7 @@ def compare(case, *args, **kwargs):
     return original(case, *args, **kwargs)
 d.compare_with_float64 = compare
 """
-    outcomes = doctor.run_cases([doctor.Case(2, 1), doctor.Case(3, 1)], timeout=30, preamble=crash_on_c2)
+    outcomes = doctor.run_cases([doctor_cases.Case(2, 1), doctor_cases.Case(3, 1)], timeout=30, preamble=crash_on_c2)
     assert [o.status for o in outcomes] == ["crashed", "ok"]
     assert "signal 11" in outcomes[0].detail
 
@@ -116,9 +117,9 @@ def test_relative_error_floors_gradients_that_are_zero_in_exact_arithmetic():
 
     want = torch.tensor([1e-9, -2e-9])
     got = torch.tensor([3e-9, 0.0])
-    assert doctor.relative_error(got, want) == pytest.approx(1.0)  # noise over noise
-    assert doctor.relative_error(got, want, floor=1e-3) == pytest.approx(2e-9 / 1e-3)
-    assert doctor.relative_error(torch.tensor([float("nan")]), torch.tensor([1.0])) == float("inf")
+    assert doctor_cases.relative_error(got, want) == pytest.approx(1.0)  # noise over noise
+    assert doctor_cases.relative_error(got, want, floor=1e-3) == pytest.approx(2e-9 / 1e-3)
+    assert doctor_cases.relative_error(torch.tensor([float("nan")]), torch.tensor([1.0])) == float("inf")
 
 
 def test_doctor_command_prints_facts_and_one_line_per_check(capsys, monkeypatch, tmp_path):
@@ -128,7 +129,7 @@ def test_doctor_command_prints_facts_and_one_line_per_check(capsys, monkeypatch,
     keys = [line.split(":")[0] for line in out[:6]]
     assert keys == ["torch", "device", "cpu", "cpu_isa", "onednn", "threads"]
     checks = [line for line in out if line.startswith(("ok", "FAIL"))]
-    assert len(checks) == len(doctor.quick_cases())
+    assert len(checks) == len(doctor_cases.quick_cases())
     assert out[-1].startswith(f"{len(checks)}/{len(checks)} checks passed")
     assert list((tmp_path / "doctor").glob("*.json"))  # the verdict is cached for train and sweep
 
@@ -141,7 +142,7 @@ def test_failed_doctor_verdict_stops_training_with_one_line(capsys, monkeypatch,
     path = doctor._cache_file(facts)
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"facts": facts, "ok": False,
-                                "failed": [doctor.Outcome(doctor.Case(6, 3), "hung", detail="killed").line()]}))
+                                "failed": [doctor.Outcome(doctor_cases.Case(6, 3), "hung", detail="killed").line()]}))
     code = main(["train", "--dataset", tiny_npz, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dagwire import counts, spec as specs
-from dagwire.doctor import plain_forward as reference_forward, recording_relu_masks, relative_error
+from dagwire.doctor_cases import plain_forward as reference_forward, recording_relu_masks, relative_error
 from dagwire.errors import SpecError
 from dagwire.model import (
     count_parameters, create_model, load_model, materialise, save_weights, split_members, split_state, stack_members,

@@ -16,15 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dagwire import report
+from dagwire import report, report_sections
 from dagwire.cli import main
 from dagwire.compare import load_runs
+from dagwire.paper import PAPER_LABEL
+from dagwire.render import Table
 from test_compare import make_fake_sweep  # the fake sweep builder lives beside the compare tests
 
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def _cell(table: report.Table, row_label: str, column: str) -> str:
+def _cell(table: Table, row_label: str, column: str) -> str:
     row = next(r for r in table.rows if r[0] == row_label)
     return row[table.header.index(column)]
 
@@ -58,12 +60,12 @@ def _hand_rows() -> list[dict]:
 
 def test_tables_match_hand_computed_mean_and_std(tmp_path):
     df = load_runs(_write_runs(tmp_path, _hand_rows()))
-    stats = report.stats_by_dataset(df[df["connected"]], ["nodes", "log_paths"])
+    stats = report_sections.stats_by_dataset(df[df["connected"]], ["nodes", "log_paths"])
     assert stats.loc["cmnist", ("nodes", "mean")] == 12.0 and stats.loc["cmnist", ("nodes", "std")] == 2.0
     assert stats.loc["cmnist", ("nodes", "count")] == 3
     assert stats.loc["cmnist", ("log_paths", "std")] == pytest.approx(np.std([1, 2, 4], ddof=1))
 
-    t1 = report.table1(df)
+    t1 = report_sections.table1(df)
     assert "cmnist ours (n=3)" in t1.header and "cmnist paper" in t1.header
     assert "cfashionmnist_t8 ours (n=1)" in t1.header and "cfashionmnist_t8 paper" not in t1.header
     assert _cell(t1, "nodes (all)", "cmnist ours (n=3)") == "12.0 ± 2.0"
@@ -73,23 +75,23 @@ def test_tables_match_hand_computed_mean_and_std(tmp_path):
     assert _cell(t1, "parameters", "cmnist paper") == "166k ± 30k"
     assert _cell(t1, "nodes (all)", "cfashionmnist_t8 ours (n=1)") == "20.0 ± –"  # one run: no std
 
-    t2 = report.table2(df)
+    t2 = report_sections.table2(df)
     assert _cell(t2, "log_paths", "cmnist ours (n=3)") == f"{7 / 3:.2f} ± {np.std([1, 2, 4], ddof=1):.2f}"
     assert _cell(t2, "mean_path", "cmnist ours (n=3)") == "–"  # not in this runs.csv
     assert _cell(t2, "log_paths", "cmnist paper") == "4.03 ± 1.03"
 
-    t4 = report.table4(df)
+    t4 = report_sections.table4(df)
     assert _cell(t4, "(A) % retained ever below τ", "cmnist ours (n=3)") == "50.00 ± 10.00"
     assert _cell(t4, "(A) % retained ever below τ", "cmnist paper") == "50.00 ± 6.50"
 
     # Table 3 counts every done run, the disconnected one too: 100, 110, 120, 130 s
-    t3 = report.table3(df)
+    t3 = report_sections.table3(df)
     assert "cmnist ours (n=4)" in t3.header
     assert _cell(t3, "full DAG", "cmnist ours (n=4)") == f"115.00 ± {np.std([100, 110, 120, 130], ddof=1):.2f}"
     assert _cell(t3, "rerun", "cmnist ours (n=4)") == "–"  # no retrain directories
     assert _cell(t3, "full DAG", "cmnist paper") == "151.99 ± 17.73"
 
-    t5 = report.table5(df)
+    t5 = report_sections.table5(df)
     assert t5.rows[0][:3] == ["cmnist", "full DAG", "ours (n=4)"] and t5.rows[0][3] == "90.000 ± 0.000"
 
 
@@ -128,16 +130,16 @@ def test_html_is_self_contained(written, paths):
                   "Fig. 6a", "Fig. 6b", "Fig. 7", "Failed runs"):
         assert title in text, title
     assert "Not drawn" not in text
-    assert html.escape(report.PAPER_LABEL) in text
+    assert html.escape(PAPER_LABEL) in text
     assert "<script" not in text.lower() and "http://" not in text and "https://" not in text
     sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', text)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert len(sources) == len(list((sweep / report.FILES_DIR).glob("*.png")))
+    assert len(sources) == len(list((sweep / report_sections.FILES_DIR).glob("*.png")))
     assert "RuntimeError: CUDA out of memory | tried to allocate 2 GiB" in text  # failed run with its error
     assert "9 done (1 disconnected at the threshold), 1 failed" in text
     # the local sweep's cifar10 rows stand beside the paper's Table 5 subgraph row
     assert "92.901 ± 0.193" in text and "local (|i − j| ≤ 10)" in text
-    assert not list(sweep.glob(".*.tmp")) and not list((sweep / report.FILES_DIR).glob(".*.tmp"))
+    assert not list(sweep.glob(".*.tmp")) and not list((sweep / report_sections.FILES_DIR).glob(".*.tmp"))
 
 
 def test_markdown_has_tables_and_image_files(written, paths):
@@ -148,7 +150,7 @@ def test_markdown_has_tables_and_image_files(written, paths):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert len(links) >= 9
     for link in links:
-        assert link.startswith(report.FILES_DIR + "/") and (sweep / link).read_bytes()[:4] == b"\x89PNG"
+        assert link.startswith(report_sections.FILES_DIR + "/") and (sweep / link).read_bytes()[:4] == b"\x89PNG"
     # a "|" inside an error message is escaped so the row keeps its columns
     assert "CUDA out of memory \\| tried" in text
 
@@ -224,7 +226,7 @@ def test_ordering_table_ranks_by_accuracy_and_checks_each_direction(tmp_path):
         for seed, jitter in enumerate((-0.01, 0.01)):
             rows.append({**base, "dataset": dataset, "seed": seed, "test_accuracy": acc + jitter,
                          "sparsity": sparsity + jitter, "log_paths": paths, "edge_connectivity": conn})
-    table = report.ordering_table(load_runs(_write_runs(tmp_path, rows)))
+    table = report_sections.ordering_table(load_runs(_write_runs(tmp_path, rows)))
     assert table.header[2:5] == ["easy (acc 95.0 %)", "medium (acc 85.0 %)", "hard (acc 70.0 %)"]
     verdict = {row[0]: row[-1] for row in table.rows}
     # Six runs in three ordered pairs: 90 distinct labellings, so a perfect order has p ≈ 1/90 and
@@ -234,10 +236,10 @@ def test_ordering_table_ranks_by_accuracy_and_checks_each_direction(tmp_path):
     assert _cell(table, "sparsity", "Kendall τ-b") == "-0.894"  # 15 pairs, 3 tied in rank, 12 discordant: −12/√(12·15)
     assert "2 of 3 features are reproduced" in table.note
     # One dataset: nothing to order.
-    assert report.ordering_table(load_runs(_write_runs(tmp_path / "one", rows[:2]))) is None
+    assert report_sections.ordering_table(load_runs(_write_runs(tmp_path / "one", rows[:2]))) is None
 
 
 def test_local_label_names_the_window_of_the_local_sweep(tmp_path):
     (tmp_path / "sweep.yaml").write_text("config:\n  graph: local\n  local_window: 2\n")
-    assert report.local_label(tmp_path) == "local (|i − j| ≤ 2)"
-    assert report.local_label(tmp_path / "missing") == "local initial graph"
+    assert report_sections.local_label(tmp_path) == "local (|i − j| ≤ 2)"
+    assert report_sections.local_label(tmp_path / "missing") == "local initial graph"

@@ -393,7 +393,7 @@ def retrain_sweep(tmp_path_factory, data):
 def test_retrain_sweep_retrains_each_pruned_network(retrain_sweep):
     from dagwire import counts
     from dagwire.prune import full_parameter_count, load_run
-    from dagwire.report import with_retrain_columns
+    from dagwire.report_sections import with_retrain_columns
 
     out, _ = retrain_sweep
     df = pd.read_csv(out / "runs.csv")

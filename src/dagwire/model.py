@@ -54,8 +54,8 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
     Never oneDNN's strided 1×1 kernel: on AVX2 CPUs, with channels-last inputs of fewer than 8
     channels (its channel block there), its weight gradient writes past its workspace (oneDNN
-    issue 6035): hangs, heap corruption, or gradients off by 40-100 %. (On an Intel AVX-512 CPU it
-    was right for C = 1-32.) Slicing first is the same math and less work on every CPU;
+    issue 6035): hangs, heap corruption, or gradients off by 40-100 %. (On an Intel Xeon with
+    AVX-512, on 2026-12-01, it was right for C = 1-32.) Slicing first is the same math and less work on every CPU;
     `dagwire doctor` and tests/test_kernels.py check the network on every C.
     """
     s = conv.stride
