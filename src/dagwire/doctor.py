@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import selectors
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import torch
 from .doctor_cases import TOLERANCE, Case, compare_with_float64, full_cases, quick_cases
 from .errors import DagwireError
 from .files import atomic_write_text
+from .machine import cpu_name
 
 CASE_TIMEOUT_S = 60.0
 
@@ -158,7 +158,7 @@ def kernel_facts(device: str = "cpu", threads: int = 0) -> dict[str, str]:
     facts = {
         "torch": torch.__version__,
         "device": device,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
         "onednn": _onednn_version(),
         "threads": str(threads if threads > 0 else torch.get_num_threads()),
@@ -167,16 +167,6 @@ def kernel_facts(device: str = "cpu", threads: int = 0) -> dict[str, str]:
         facts["gpu"] = torch.cuda.get_device_name(torch.device(device))
         facts["cudnn"] = str(torch.backends.cudnn.version())
     return facts
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _onednn_version() -> str:

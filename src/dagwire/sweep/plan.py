@@ -51,7 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "epochs": 30, "lam": 5e-3, "data_dir": _shared_data_dir()},
         "per_dataset": {"cmnist": {"carve_test": 0.2}},
     },
-    # The CPU reproduction (issue 11): the paper's dynamics at a scale two cores finish in about
+    # The CPU reproduction (docs/repro.md): the paper's dynamics at a scale two cores finish in about
     # 2.5 hours (one step of this network takes about 0.8 s on one thread here). Held from the
     # paper: lr 0.1 / 0.01 / 0.001 in steps, batch 128, momentum 0.9, weight decay 1e-4, the data
     # pipeline. Scaled: a 30-node initial DAG (well above the ~12 nodes the paper's easiest task
