@@ -243,3 +243,41 @@ def test_local_label_names_the_window_of_the_local_sweep(tmp_path):
     (tmp_path / "sweep.yaml").write_text("config:\n  graph: local\n  local_window: 2\n")
     assert report_sections.local_label(tmp_path) == "local (|i − j| ≤ 2)"
     assert report_sections.local_label(tmp_path / "missing") == "local initial graph"
+
+
+def _capacity_rows(channels: int, trend: float, collapsed_seed: int | None = None) -> list[dict]:
+    """Three datasets at one C; each feature moves by `trend` per step of difficulty (the paper's way)."""
+    rows = []
+    for rank, (dataset, acc) in enumerate((("easy", 0.95), ("medium", 0.85), ("hard", 0.70))):
+        for seed, jitter in enumerate((-0.02, -0.01, 0.0, 0.01, 0.02)):
+            rows.append({"dataset": dataset, "seed": seed, "status": "done", "error": "", "run_dir": "",
+                         "disconnected": False, "channels": channels, "test_accuracy": acc + jitter / 10,
+                         "train_eval_accuracy": acc + 0.01, "collapsed": seed == collapsed_seed and dataset == "hard",
+                         "nodes": 20 + trend * rank + 3 * jitter * (1 + rank), "mean_degree": 6 + trend * rank + jitter,
+                         "sparsity": 0.8 - trend * rank / 10 + jitter / 10, "parameters": 40e3 + 1e3 * trend * rank,
+                         "log_paths": 10 + trend * rank + jitter})
+    return rows
+
+
+def test_collapsed_runs_are_listed_and_left_out_of_the_ordering(tmp_path):
+    df = load_runs(_write_runs(tmp_path, _capacity_rows(8, 2.0, collapsed_seed=3)))
+    listed = report._collapsed_table(df)
+    assert [row[:2] for row in listed.rows] == [["hard", "3"]]
+    table = report_sections.ordering_table(df)
+    assert "Left out: 1 run(s) that collapsed" in table.note and "(hard 3;" in table.note
+    assert "over 14 connected runs" in table.note
+    assert report._collapsed_table(load_runs(_write_runs(tmp_path / "none", _capacity_rows(8, 2.0)))) is None
+
+
+def test_capacity_section_tests_the_interaction_and_draws_the_figure(tmp_path):
+    small = load_runs(_write_runs(tmp_path / "c4", _capacity_rows(4, 0.0)))
+    large = load_runs(_write_runs(tmp_path / "c8", _capacity_rows(8, 2.0)))
+    (tmp_path / "c8" / report_sections.FILES_DIR).mkdir()
+    tables, figures = report._capacity_section(large, small, tmp_path / "c8")  # either order: by C
+    assert tables[0].title == "Does the difficulty effect grow with capacity? (C = 4 → 8)"
+    verdict = {row[0]: row[-1] for row in tables[0].rows}
+    assert set(verdict) == {"sparsity", "nodes", "mean_degree", "parameters", "log_paths"}
+    assert verdict["mean_degree"] == "grows"  # a planted trend at C = 8 only, perfectly ordered
+    assert (tmp_path / "c8" / report_sections.FILES_DIR / figures[0].file).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(report.DagwireError, match="same C"):
+        report._capacity_section(large, large, tmp_path / "c8")

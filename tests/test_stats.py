@@ -193,3 +193,16 @@ def test_ordering_by_channels_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and "--by channels" in err[0] and "two capacities" in err[1]
     assert "no channels column" in err[2] and "needs --by" in err[3]
+
+
+def test_collapsed_runs_are_left_out_and_named():
+    table = runs_table(trend=0.0, seed=8)
+    planted = table.copy()
+    planted["collapsed"] = False
+    # a collapsed run of the hardest dataset with huge features would plant a trend if it were pooled
+    planted.loc[len(planted)] = {**planted.iloc[-1].to_dict(), "seed": 99, "collapsed": True,
+                                 **{f + stats.TAU_STAR_SUFFIX: 1e6 for f in FEATURES}}
+    kept = stats.ordering_test(planted, stats.TAU_STAR_SUFFIX, permutations=199, resamples=199)
+    plain = stats.ordering_test(table, stats.TAU_STAR_SUFFIX, permutations=199, resamples=199)
+    assert kept.collapsed == ["hard 99"] and plain.collapsed == []
+    assert [t.tau_b for t in kept.tests] == [t.tau_b for t in plain.tests] and kept.runs == plain.runs

@@ -115,4 +115,6 @@ def ordering_lines(result: OrderingResult) -> list[str]:
         lines.append(f"{t.feature:<19}{'higher' if t.direction == 'up' else 'lower':>7}{t.tau_b:8.3f}{t.p:9.4f}"
                      f"{t.p_holm:9.4f}  {t.verdict}")
         lines.extend(f"    {pair.text()}" for pair in t.pairs)
+    if result.collapsed:
+        lines.append(f"left out, collapsed in their first lr phase: {', '.join(result.collapsed)}")
     return lines

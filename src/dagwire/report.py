@@ -22,8 +22,8 @@ import click
 from .config import DEFAULT_TAU
 from .errors import DagwireError
 from .render import CSS, Table, html_table, md_table
-from .report_sections import (FILES_DIR, draw_figures, local_label, ordering_table, table1, table2, table3, table4,
-                              table5)
+from .report_sections import (FILES_DIR, Figure, draw_figures, interaction_table, local_label, ordering_table, table1,
+                              table2, table3, table4, table5)
 from .stats import TAU_STAR_SUFFIX
 from .sweep.plan import SWEEP_FILE
 
@@ -75,8 +75,52 @@ def _failed_table(df) -> Table | None:
     return Table("Failed runs", ["dataset", "seed", "status", "error"], rows, text_columns=4)
 
 
+def _collapsed_table(df) -> Table | None:
+    """The done runs that collapsed in their first lr phase: listed, and left out of the ordering tests."""
+    if "collapsed" not in df.columns:
+        return None
+    collapsed = df[df["done"] & df["collapsed"].astype("boolean").fillna(False).astype(bool)]
+    if not len(collapsed):
+        return None
+    import pandas as pd
+
+    rows = [[str(r["dataset"]), _seed_text(r["seed"]), f"{r['test_accuracy']:.3f}",
+             f"{r['train_eval_accuracy']:.3f}" if pd.notna(r.get("train_eval_accuracy")) else "–"]
+            for _, r in collapsed.iterrows()]
+    return Table("Collapsed runs (left out of the ordering tests)", ["dataset", "seed", "test accuracy",
+                 "training accuracy (no augmentation)"], rows,
+                 "Still at chance at the end of the first lr phase while the L1 term had shrunk most edges "
+                 "(median edge below 0.05): the graph says nothing of the task.", text_columns=2)
+
+
+def _capacity_section(df, other, sweep: Path) -> tuple[list[Table], list[Figure]]:
+    """With --capacity: the interaction table and the capacity figure of the two sweeps pooled."""
+    import pandas as pd
+
+    from .draw import plot_capacity
+    from .stats import capacity_summary
+
+    for frame, where in ((df, sweep), (other, "--capacity")):
+        if "channels" not in frame.columns or frame["channels"].isna().all():
+            raise DagwireError(f"{where}: its runs table has no channels column (rebuild it with "
+                               "`dagwire sweep --out DIR`)")
+    small, large = sorted((df, other), key=lambda f: int(f["channels"].dropna().iloc[0]))
+    if int(small["channels"].dropna().iloc[0]) == int(large["channels"].dropna().iloc[0]):
+        raise DagwireError("--capacity: both sweeps ran at the same C; give a sweep of another capacity")
+    suffix = TAU_STAR_SUFFIX if all("tau_star" in f.columns and f["tau_star"].notna().any()
+                                    for f in (small, large)) else ""
+    table = interaction_table(small, large, suffix)
+    name = "fig_capacity.png"
+    plot_capacity(capacity_summary(pd.concat([small, large], ignore_index=True), "channels", suffix),
+                  sweep / FILES_DIR / name)
+    figure = Figure("Graph size against difficulty, per capacity",
+                    f"Mean ± std over seeds of each dataset at {'τ*' if suffix else 'the sweep τ'}, one line per C; "
+                    "the paper's values (60 nodes, C = 11, τ = 0.006) written for scale.", name)
+    return [t for t in (table,) if t], [figure]
+
+
 def write_report(sweep_dir: str | os.PathLike, local_dir: str | os.PathLike | None = None,
-                 tau: float = DEFAULT_TAU) -> tuple[Path, Path]:
+                 tau: float = DEFAULT_TAU, capacity_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """Write SWEEP/report.html (self-contained) and SWEEP/report.md (+ report_files/); return both paths."""
     from .compare import load_runs
     from .files import atomic_write_text
@@ -98,7 +142,12 @@ def write_report(sweep_dir: str | os.PathLike, local_dir: str | os.PathLike | No
               table5(df, local_df, tau, local_label(local_dir))]
     figures, extra = draw_figures(df, sweep, tau)
     tables += extra
+    if capacity_dir is not None:
+        capacity_tables, capacity_figures = _capacity_section(df, load_runs(capacity_dir), sweep)
+        first = sum(1 for t in orderings if t)  # right after the ordering tests
+        tables, figures = [*tables[:first], *capacity_tables, *tables[first:]], [*figures, *capacity_figures]
     failed = _failed_table(df)
+    collapsed = _collapsed_table(df)
     summary, config = _summary(df, sweep, local_df, local_dir)
     title = f"dagwire sweep report: {sweep.resolve().name}"
 
@@ -123,9 +172,9 @@ def write_report(sweep_dir: str | os.PathLike, local_dir: str | os.PathLike | No
         parts.append(f'<figure><img alt="{e(figure.title)}" src="data:image/png;base64,{data}">'
                      f"<figcaption>{e(figure.caption)}</figcaption></figure>")
         md += [f"![{figure.title}]({FILES_DIR}/{figure.file})", "", figure.caption, ""]
-    if failed is not None:
-        parts.append(html_table(failed, wrap_from=3))
-        md += [md_table(failed)]
+    for listed in (t for t in (collapsed, failed) if t is not None):
+        parts.append(html_table(listed, wrap_from=3))
+        md += [md_table(listed)]
     parts.append("</body></html>\n")
     html_path, md_path = sweep / "report.html", sweep / "report.md"
     atomic_write_text(html_path, "\n".join(parts))
@@ -143,8 +192,10 @@ def write_report(sweep_dir: str | os.PathLike, local_dir: str | os.PathLike | No
 @click.argument("sweep_dir", metavar="SWEEP_DIR")
 @click.option("--local", "local_dir", metavar="LOCAL_SWEEP_DIR",
               help="A second sweep trained from the local initial graph (App. D.1), for Table 5.")
-def report_command(sweep_dir: str, local_dir: str | None) -> None:
+@click.option("--capacity", "capacity_dir", metavar="OTHER_C_SWEEP_DIR",
+              help="The same design at another C: adds the capacity × difficulty test and its figure.")
+def report_command(sweep_dir: str, local_dir: str | None, capacity_dir: str | None) -> None:
     """Write SWEEP_DIR/report.html and report.md: Tables 1-5 beside the paper's, and every figure."""
-    html_path, md_path = write_report(sweep_dir, local_dir)
+    html_path, md_path = write_report(sweep_dir, local_dir, capacity_dir=capacity_dir)
     click.echo(str(html_path))
     click.echo(str(md_path))

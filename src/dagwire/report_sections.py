@@ -137,8 +137,31 @@ def ordering_table(df, suffix: str = "", label: str = "") -> Table | None:
             f"means between adjacent datasets with bootstrap 95 % intervals. {reproduced} of {len(result.tests)} "
             f"features are reproduced. Sparsity is a fraction of the initial N(N−1)/2 edges and grows with the "
             f"network; mean degree (2 × edges per node), nodes kept and path lengths compare across scales.")
+    if result.collapsed:
+        note += (f" Left out: {len(result.collapsed)} run(s) that collapsed in their first lr phase "
+                 f"({', '.join(result.collapsed)}; listed below).")
     return Table(f"Does a harder task learn a denser, deeper graph? (features at {result.columns})",
                  header, rows, note, text_columns=2)
+
+
+def interaction_table(small, large, suffix: str = "") -> Table | None:
+    """Whether the difficulty effect grows from the smaller capacity's runs to the larger's (`stats.interaction_test`)."""
+    from .stats import interaction_test
+
+    tests = interaction_test(small, large, suffix)
+    if not tests:
+        return None
+    c_small, c_large = int(small["channels"].dropna().iloc[0]), int(large["channels"].dropna().iloc[0])
+    rows = [[t.feature, "higher" if t.direction == "up" else "lower", f"{t.tau_b_small:+.3f}", f"{t.tau_b_large:+.3f}",
+             f"{t.delta:+.3f} [{t.low:+.3f}, {t.high:+.3f}]", f"{t.p:.4f}", f"{t.p_holm:.4f}", t.verdict]
+            for t in tests]
+    note = (f"Δ = τ-b at C = {c_large} minus τ-b at C = {c_small}, each over that capacity's runs with datasets "
+            f"ranked by that capacity's accuracy; 95 % bootstrap interval, runs resampled within each dataset × "
+            f"capacity cell; p: one-sided, capacity labels permuted within each dataset on within-capacity ranks; "
+            f"Holm across the {len(tests)} features; 'grows' when the adjusted p < 0.05.")
+    return Table(f"Does the difficulty effect grow with capacity? (C = {c_small} → {c_large})",
+                 ["feature", "paper: harder task →", f"τ-b, C = {c_small}", f"τ-b, C = {c_large}",
+                  "Δ [95 % CI]", "p (one-sided)", "p (Holm)", "verdict"], rows, note, text_columns=2)
 
 
 def with_retrain_columns(df, tau: float = DEFAULT_TAU):

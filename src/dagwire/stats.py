@@ -96,10 +96,27 @@ class OrderingResult:
     alpha: float
     columns: str  # which features: "τ = …" or "τ*"
     tests: list[FeatureTest]
+    collapsed: list[str] = field(default_factory=list)  # "dataset seed" of done runs left out as collapsed
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict."""
         return asdict(self)
+
+
+def usable_runs(df):
+    """The done runs that did not collapse (`dynamics.is_collapsed`): a collapsed run's graph says nothing of its task."""
+    done = df[df["status"].astype(str).eq("done")]
+    if "collapsed" not in done.columns:
+        return done.copy()
+    return done[~done["collapsed"].astype("boolean").fillna(False).astype(bool)].copy()
+
+
+def collapsed_runs(df) -> list[str]:
+    """"dataset seed" of every done run that collapsed."""
+    if "collapsed" not in df.columns:
+        return []
+    done = df[df["status"].astype(str).eq("done") & df["collapsed"].astype("boolean").fillna(False).astype(bool)]
+    return [f"{r['dataset']} {r['seed']}" for _, r in done.iterrows()]
 
 
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
@@ -175,14 +192,14 @@ def bootstrap_difference(a: np.ndarray, b: np.ndarray, resamples: int,
 
 def ordering_test(df, suffix: str = "", permutations: int = 9999, resamples: int = 9999, seed: int = 0,
                   alpha: float = ALPHA, label: str = "") -> OrderingResult | None:
-    """Test the paper's ordering on a runs table (done, connected runs); None with fewer than 2 datasets.
+    """Test the paper's ordering on a runs table (done, connected, not collapsed runs); None with fewer than 2 datasets.
 
     `suffix` picks the feature columns: "" for the features at the sweep's τ, TAU_STAR_SUFFIX for
     those at τ*. A run whose graph is disconnected at that τ has no features and is left out.
     """
     import pandas as pd
 
-    done = df[df["status"].astype(str).eq("done")].copy()
+    done = usable_runs(df)
     if not len(done):
         return None
     accuracy = done.groupby("dataset")["test_accuracy"].mean().sort_values(ascending=False)
@@ -222,7 +239,8 @@ def ordering_test(df, suffix: str = "", permutations: int = 9999, resamples: int
         test.p_holm = adjusted
         test.verdict = "reproduced" if adjusted < alpha else "not reproduced"
     return OrderingResult(datasets, {d: float(a) for d, a in accuracy.items()}, runs, permutations, alpha,
-                          label or ("τ*" if suffix == TAU_STAR_SUFFIX else "the sweep's τ"), tests)
+                          label or ("τ*" if suffix == TAU_STAR_SUFFIX else "the sweep's τ"), tests,
+                          collapsed_runs(df))
 
 
 # --- capacity × difficulty: does the ordering grow with the network's size? ------------------------
@@ -268,7 +286,7 @@ def interaction_test(small, large, suffix: str = "", permutations: int = 4999, r
 
     cells = []
     for df in (small, large):
-        done = df[df["status"].astype(str).eq("done")]
+        done = usable_runs(df)
         order = done.groupby("dataset")["test_accuracy"].mean().sort_values(ascending=False)
         cells.append((done, [str(d) for d in order.index]))
     rng = np.random.default_rng(seed)
@@ -346,7 +364,7 @@ def capacity_summary(df, by: str = "channels", suffix: str = TAU_STAR_SUFFIX) ->
     """Per capacity and dataset (easiest first): mean ± std of test accuracy and of each CAPACITY_FEATURES column."""
     import pandas as pd
 
-    done = df[df["status"].astype(str).eq("done")]
+    done = usable_runs(df)
     rows = []
     for value, group in done.groupby(by, sort=True):
         for dataset in group.groupby("dataset")["test_accuracy"].mean().sort_values(ascending=False).index:
