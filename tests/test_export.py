@@ -3,10 +3,13 @@
 import json
 import operator
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import onnx  # the export extra, part of the test extra: these tests run, never skip
@@ -250,3 +253,51 @@ def test_onnx_without_the_extra_names_it(trained_run, tmp_path, monkeypatch):
     with pytest.raises(DagwireError, match=r"dagwire\[export\]"):
         export(trained_run, tmp_path / "m.onnx", tau=0.0)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- README, "From Python": its code runs here, on the tiny run, and prints what the README shows ---------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+DEMO_RUN = "runs/demo"
+NUMBER = r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+
+
+def readme_blocks(section: str) -> list[tuple[str, str]]:
+    """(language, text) of each fenced block in the README section `section`."""
+    text = README.read_text()
+    start = text.index(f"### {section}\n")
+    end = min(i for i in (text.find("\n## ", start), text.find("\n### ", start + 1)) if i > 0)
+    return re.findall(r"```(\w+)\n(.*?)```", text[start:end], flags=re.S)
+
+
+def same_shape(got: str, shown: str) -> None:
+    """`got` has the lines of `shown`, every number in `shown` standing for any number (another run's)."""
+    got_lines, shown_lines = got.strip().splitlines(), shown.strip().splitlines()
+    assert len(got_lines) == len(shown_lines), f"printed:\n{got}\nREADME shows:\n{shown}"
+    for line, expected in zip(got_lines, shown_lines):
+        pattern = NUMBER.join(re.escape(part) for part in re.split(NUMBER, expected))
+        assert re.fullmatch(pattern, line), f"printed {line!r}, README shows {expected!r}"
+
+
+@pytest.mark.slow
+def test_readme_from_python_runs_as_shown(trained_run, tmp_path, capsys, monkeypatch):
+    blocks = readme_blocks("From Python")
+    assert [language for language, _ in blocks] == ["python", "text", "console", "python", "text"]
+    (_, in_dagwire), (_, shown), (_, console), (_, fresh), (_, shown_fresh) = blocks
+    assert DEMO_RUN in in_dagwire
+    done = subprocess.run([sys.executable, "-c", in_dagwire.replace(DEMO_RUN, str(trained_run))], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    same_shape(done.stdout, shown)
+    commands = re.split(r"^\$ ", console, flags=re.M)[1:]
+    assert commands
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        line, _, output = command.partition("\n")
+        argv = shlex.split(line.replace(DEMO_RUN, str(trained_run)))
+        assert argv[0] == "dagwire"
+        assert main(argv[1:]) == 0
+        same_shape(capsys.readouterr().out.replace(str(trained_run), DEMO_RUN), output)
+    done = run_without_dagwire(fresh, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    same_shape(done.stdout, shown_fresh)

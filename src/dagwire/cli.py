@@ -306,7 +306,11 @@ def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, qui
 @click.option("--tau", help="τ: a number, or 'star' for the sweep's τ* (default: the run's own threshold).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.pt2 or FILE.onnx")
 def export_command(run, tau, output) -> None:
-    """Write RUN's network pruned at τ as a torch.export program (.pt2) or ONNX (.onnx), and FILE.json beside it."""
+    """Write RUN's network pruned at τ as a torch.export program (.pt2) or ONNX (.onnx), with FILE.json beside it.
+
+    FILE.json (m.pt2 -> m.pt2.json) holds what feeding the file needs: input shape, normalisation
+    mean and std, class names, τ, and the pruned graph with its features.
+    """
     from .export import export, parse_tau
 
     result = export(run, output, parse_tau(tau))

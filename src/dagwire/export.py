@@ -5,13 +5,14 @@ Both start from the same network: the run's learned graph thresholded at τ, dea
 materialised with only the kept edges and live nodes holding parameters (`model.materialise`),
 with the trained weights, in eval mode. An export traces the network's plain path (autograd's own
 ops, `DagNet.use_fast_kernels(False)`), so no hand-written kernel of kernels.py is in the file,
-with a dynamic batch dimension. Beside the file, FILE.json says how to feed it: input size and
-channels, the normalisation, class names, τ and the pruned graph with its features.
+with a dynamic batch dimension. Beside the file, FILE.json (m.pt2 -> m.pt2.json) says how to feed
+it: input size and channels, the normalisation, class names, τ and the pruned graph with its features.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -24,7 +25,7 @@ import torch
 
 from . import graphs
 from .errors import DagwireError
-from .files import atomic_write, atomic_write_json
+from .files import atomic_write, atomic_write_text
 from .model import DagNet, count_parameters, materialise
 from .spec import GraphSpec
 
@@ -107,9 +108,9 @@ def load(run: str | os.PathLike, tau: Tau = None, device: str = "cpu") -> DagNet
 
     Thresholded at τ, dead paths removed and physically pruned: only kept edges and live nodes
     hold parameters. It takes batches of normalised images ((pixels / 255 - mean) / std per
-    channel, `dagwire.data.normalize_batch`) and gives logits. DagwireError (one line) for a
-    directory that is not a run, a run that has not finished, or a τ that disconnects input from
-    output.
+    channel, `dagwire.data.normalize_batch`) and gives logits, on `device`. DagwireError (one
+    line) for a directory that is not a run, a run that has not finished, or a τ that disconnects
+    input from output.
     """
     return learned_network(run, tau, device).model
 
@@ -184,7 +185,7 @@ def onnx_model(model: DagNet, example: torch.Tensor):
 
 
 def export(run: str | os.PathLike, output: str | os.PathLike, tau: Tau = None) -> Exported:
-    """Write the run's network pruned at τ to FILE.pt2 (torch.export) or FILE.onnx, and FILE.json beside it."""
+    """Write the run's network pruned at τ to FILE.pt2 (torch.export) or FILE.onnx, and `sidecar_path(FILE)`."""
     from .data import load_dataset_for
 
     output = Path(output)
@@ -203,5 +204,7 @@ def export(run: str | os.PathLike, output: str | os.PathLike, tau: Tau = None) -
         proto = onnx_model(net.model, example)
         atomic_write(output, lambda f: f.write(proto.SerializeToString()))
     sidecar = sidecar_path(output)
-    atomic_write_json(sidecar, export_info(net, data, output.name))
+    # One key a line with its value on it: readable keys, and a 60-node graph stays one line long.
+    lines = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in export_info(net, data, output.name).items()]
+    atomic_write_text(sidecar, "{\n" + ",\n".join(lines) + "\n}\n")
     return Exported(output, sidecar, net.tau, count_parameters(net.model), len(net.pruned.active_nodes()))
