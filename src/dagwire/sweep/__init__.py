@@ -45,6 +45,6 @@ __all__ = [
     "_shared_data_dir", "check_marker", "check_reachable", "check_token", "collect_runs", "connect_ray",
     "describe_plan", "first_difference", "is_done", "lr_phases", "make_plan", "make_row", "measure_run",
     "node_here", "normalise_dataset", "parse_datasets", "parse_seeds", "plan_from_identity", "prepare_dir",
-    "read_sweep_file", "result_from_disk", "run_dir_names", "run_tau_star", "run_sweep", "run_task", "seed_groups", "sweep_command",
-    "train_runs", "with_tau_star", "write_marker", "write_tables",
+    "read_sweep_file", "result_from_disk", "run_dir_names", "run_sweep", "run_task", "run_tau_star", "seed_groups",
+    "sweep_command", "train_runs", "with_tau_star", "write_marker", "write_tables",
 ]
