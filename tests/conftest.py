@@ -24,6 +24,23 @@ def tiny_npz(tmp_path):
     return write_npz(tmp_path / "tiny.npz")
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny finished run on a synthetic npz (mechanics only): 9 nodes in 3 stages, C = 2, 3 classes."""
+    from dagwire.cli import main
+
+    root = tmp_path_factory.mktemp("prune")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(96, 3, 32, 32), dtype=np.uint8)
+    y = np.arange(96) % 3
+    np.savez(root / "tiny.npz", x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
+    run = root / "run"
+    code = main(["train", "--dataset", f"npz:{root / 'tiny.npz'}", "--nodes", "9", "--stages", "3", "--channels", "2",
+                 "--batch-size", "16", "--epochs", "2", "--lam", "0.5", "--quiet", "--out", str(run)])
+    assert code == 0
+    return run
+
+
 def session_pids(sid: int) -> list[int]:
     """Live (not zombie) processes of session `sid` (Linux /proc): what a test that started a session must stop."""
     pids = []

@@ -3,7 +3,6 @@
 import csv
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,21 +11,6 @@ from dagwire.cli import main
 from dagwire.model import count_parameters, materialise
 from dagwire.errors import DagwireError
 from dagwire.prune import load_run
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A tiny finished run on a synthetic npz (mechanics only)."""
-    root = tmp_path_factory.mktemp("prune")
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(96, 3, 32, 32), dtype=np.uint8)
-    y = np.arange(96) % 3
-    np.savez(root / "tiny.npz", x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
-    run = root / "run"
-    code = main(["train", "--dataset", f"npz:{root / 'tiny.npz'}", "--nodes", "9", "--stages", "3", "--channels", "2",
-                 "--batch-size", "16", "--epochs", "2", "--lam", "0.5", "--quiet", "--out", str(run)])
-    assert code == 0
-    return run
 
 
 def test_thresholds_writes_csv_and_plot(trained_run, capsys):

@@ -261,6 +261,23 @@ def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, qui
     )
 
 
+@cli.command("export")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--tau", help="τ: a number, or 'star' for the sweep's τ* (default: the run's own threshold).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.pt2 or FILE.onnx")
+def export_command(run, tau, output) -> None:
+    """Write RUN's network pruned at τ as a torch.export program (.pt2) or ONNX (.onnx), with FILE.json beside it.
+
+    FILE.json (m.pt2 -> m.pt2.json) holds what feeding the file needs: input shape, normalisation
+    mean and std, class names, τ, and the pruned graph with its features.
+    """
+    from .export import export, parse_tau
+
+    result = export(run, output, parse_tau(tau))
+    click.echo(f"wrote {result.path} (τ={result.tau:g}: {result.nodes} nodes, {result.parameters} parameters) "
+               f"and {result.sidecar}")
+
+
 @cli.command()
 @click.option("--nodes", type=int, default=60, show_default=True)
 @click.option("--stages", type=int, default=3, show_default=True)

@@ -11,8 +11,8 @@ from typing import Any
 from ..errors import DagwireError
 from ..rundir import RunDir
 from ..stats import TAU_STAR_SUFFIX
-from ..tables import CAPACITY_COLUMNS, FIT_COLUMNS, RETRAIN_COLUMNS, feature_columns, runs_frame, write_runs_table
-from .plan import plan_from_identity, read_sweep_file
+from ..tables import CAPACITY_COLUMNS, FIT_COLUMNS, RETRAIN_COLUMNS, feature_columns, read_runs_table, runs_frame, write_runs_table
+from .plan import SWEEP_FILE, plan_from_identity, read_sweep_file
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,6 +145,21 @@ def with_tau_star(df, sweep_dir: str | os.PathLike):
                   for k in df.index]
         df[name + TAU_STAR_SUFFIX] = values
     return runs_frame(df.to_dict("records"), stages)
+
+
+def run_tau_star(run_dir: str | os.PathLike) -> float:
+    """τ* of the sweep a run directory belongs to, from the sweep's runs table (DagwireError when there is none)."""
+    run = Path(run_dir).resolve()
+    sweep_dir = next((d for d in run.parents if read_sweep_file(d) is not None), None)
+    if sweep_dir is None:
+        raise DagwireError(f"τ*: {run_dir} is not a run of a sweep (no {SWEEP_FILE} above it)")
+    df = read_runs_table(sweep_dir)
+    rows = df[[(sweep_dir / str(rel)).resolve() == run for rel in df["run_dir"]]]
+    if rows.empty:
+        raise DagwireError(f"τ*: {run_dir} is not in the runs table of the sweep {sweep_dir}")
+    if "tau_star" not in df.columns or rows["tau_star"].isna().all():
+        raise DagwireError(f"τ*: the sweep {sweep_dir} has no τ* (its runs held out no data: --holdout)")
+    return float(rows["tau_star"].iloc[0])
 
 
 def write_tables(sweep_dir: str | os.PathLike, df) -> None:
