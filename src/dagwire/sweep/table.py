@@ -11,7 +11,8 @@ from typing import Any
 from ..errors import DagwireError
 from ..rundir import RunDir
 from ..stats import TAU_STAR_SUFFIX
-from ..tables import CAPACITY_COLUMNS, FIT_COLUMNS, RETRAIN_COLUMNS, feature_columns, read_runs_table, runs_frame, write_runs_table
+from ..tables import (CAPACITY_COLUMNS, FIT_COLUMNS, RETRAIN_COLUMNS, feature_columns, read_runs_table, runs_frame,
+                      write_runs_table)
 from .plan import SWEEP_FILE, plan_from_identity, read_sweep_file
 
 
