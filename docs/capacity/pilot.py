@@ -1,7 +1,7 @@
 """The pilot's numbers and the design criterion of docs/capacity.md, read from a pilot sweep's files.
 
 Run from the checkout: `.venv/bin/python docs/capacity/pilot.py [PILOT_DIR ...]` (default
-docs/capacity/pilot-c8). The criterion, fixed before the pilot ran: every pilot run of every
+docs/capacity/pilot-c8-warmup, the design the preset holds). The criterion, fixed before the pilot ran: every pilot run of every
 dataset at C = 8
   1. leaves chance within the lr = 0.1 phase: its training accuracy (the running mean of an epoch)
      exceeds 0.2, twice chance, in some epoch before the first lr drop; and
@@ -48,7 +48,8 @@ def run_numbers(run_dir: Path, target: float) -> dict:
            "phase_end_epoch": phase_end,
            "train_acc_phase_end": metrics[phase_end - 1]["train_accuracy"] if len(metrics) >= phase_end else None,
            "resources_phase_end": metrics[phase_end - 1]["resources_loss"] if len(metrics) >= phase_end else None,
-           "test_accuracy": None, "train_eval_accuracy": None, "collapsed": None, "target": target}
+           "test_accuracy": None, "train_eval_accuracy": None, "target": target,
+           "collapsed": metrics[phase_end - 1].get("collapsed") if len(metrics) >= phase_end else None}
     if files.graph.is_file():
         meta = specs.load(files.graph).meta
         row.update(test_accuracy=meta["test_accuracy"], train_eval_accuracy=meta.get("train_eval_accuracy"),
@@ -63,25 +64,28 @@ def run_numbers(run_dir: Path, target: float) -> dict:
 def main(*pilot_dirs: str) -> None:
     """Print one line per pilot run and the criterion's outcome."""
     goal = targets()
-    rows = []
-    for pilot in pilot_dirs or (str(ROOT / "docs" / "capacity" / "pilot-c8"),):
+
+    def show(value, spec=".3f"):
+        return "-" if value is None else format(value, spec) if isinstance(value, float) else str(value)
+
+    for pilot in pilot_dirs or (str(ROOT / "docs" / "capacity" / "pilot-c8-warmup"),):
+        rows = []
         for run_dir in sorted(Path(pilot).glob("runs/*/seed*")):
             if RunDir(run_dir).config.is_file():
                 dataset = read_yaml(RunDir(run_dir).config)["dataset"]
                 rows.append(run_numbers(run_dir, goal[dataset]))
-    def show(value, spec=".3f"):
-        return "-" if value is None else format(value, spec) if isinstance(value, float) else str(value)
-
-    print(f"{'dataset':<18}{'seed':>5}{'epochs':>7}{'left chance':>12}{'acc@phase1':>11}{'L1@phase1':>10}"
-          f"{'test':>7}{'target':>7}{'train(no aug)':>14}{'collapsed':>10}  criterion 1 / 2")
-    for r in rows:
-        print(f"{r['dataset']:<18}{r['seed']:>5}{r['epochs']:>7}{show(r['left_chance_epoch']):>12}"
-              f"{show(r['train_acc_phase_end']):>11}{show(r['resources_phase_end'], '.1f'):>10}"
-              f"{show(r['test_accuracy']):>7}{r['target']:7.3f}{show(r['train_eval_accuracy']):>14}"
-              f"{show(r['collapsed']):>10}  {r['leaves_chance']} / {r['accuracy_ok']}")
-    verdicts = [v for r in rows for v in (r["leaves_chance"], r["accuracy_ok"])]
-    outcome = "fails" if "no" in verdicts else "passes" if rows and "running" not in verdicts else "undecided"
-    print(f"criterion: {outcome} ({len(rows)} runs)")
+        print(f"{Path(pilot).name}:")
+        print(f"{'dataset':<18}{'seed':>5}{'epochs':>7}{'left chance':>12}{'acc@phase1':>11}{'L1@phase1':>10}"
+              f"{'test':>7}{'target':>7}{'train(no aug)':>14}{'collapsed':>10}  criterion 1 / 2")
+        for r in rows:
+            print(f"{r['dataset']:<18}{r['seed']:>5}{r['epochs']:>7}{show(r['left_chance_epoch']):>12}"
+                  f"{show(r['train_acc_phase_end']):>11}{show(r['resources_phase_end'], '.1f'):>10}"
+                  f"{show(r['test_accuracy']):>7}{r['target']:7.3f}{show(r['train_eval_accuracy']):>14}"
+                  f"{show(r['collapsed']):>10}  {r['leaves_chance']} / {r['accuracy_ok']}")
+        verdicts = [v for r in rows for v in (r["leaves_chance"], r["accuracy_ok"])]
+        outcome = "fails" if "no" in verdicts else "passes" if len(rows) == 9 and "running" not in verdicts \
+            else "undecided"
+        print(f"criterion: {outcome} ({len(rows)} of 9 runs started)")
 
 
 if __name__ == "__main__":
