@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import session_pids, write_npz
+from conftest import session_pids, snapshot, write_npz
 import torch
 
 from dagwire import graphs
@@ -33,12 +33,6 @@ RUN_FILES = ("graph.json", "thresholds.csv", "features.json", "dynamics.json", "
 def sweep(*args) -> int:
     """`dagwire sweep ARGS` in this process; its exit code (1 when some run failed)."""
     return main(["sweep", *[str(a) for a in args]])
-
-
-def snapshot(root: Path) -> dict:
-    """Every file under root with its modification time and bytes."""
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def mtimes(run_dirs, names=("status.json", "graph.json")) -> dict:
@@ -114,12 +108,12 @@ def test_mini_preset_and_what_overrides_it(tmp_path):
     cm, fa = plan.run_config("cmnist", 1), plan.run_config("cfashionmnist", 1)
     assert (cm.nodes, cm.stages, cm.channels, cm.epochs, cm.lam, cm.limit_train) == (12, 3, 6, 30, 5e-3, 5000)
     assert cm.carve_test == 0.2 and fa.carve_test is None and fa.limit_test == 2000 and fa.seed == 1
-    data_dir = sweep_module._shared_data_dir()
-    assert cm.data_dir == data_dir
+    # sweep.yaml records the shared data by its place beside the checkout; runs get it resolved here.
+    assert plan.config["data_dir"] == sweep_module._shared_data_dir() == "<checkout>/../shared/data"
     beside = Path(__file__).resolve().parents[2] / "shared" / "data"  # <repo>/../shared/data
-    assert data_dir == (str(beside) if (beside / "mnist").is_dir() else None)
-    if data_dir is not None:
-        assert (Path(data_dir) / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
+    assert cm.data_dir == str(beside.resolve())
+    if beside.is_dir():
+        assert (beside / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
     # YAML beats the preset, flags beat both, a flag beats a per-dataset preset value too.
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("epochs: 7\nlam: 0.01\n")

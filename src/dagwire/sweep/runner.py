@@ -13,7 +13,8 @@ import click
 from ..errors import DagwireError
 from ..tables import runs_frame
 from .cluster import _check_resources, check_reachable, connect_ray
-from .plan import SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file
+from .plan import SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file, write_sweep_file
+from .portable import portable_identity
 from .table import make_row, result_from_disk, write_tables
 from .worker import Job, one_line, run_task, write_marker, write_status
 
@@ -37,6 +38,17 @@ def prepare_dir(sweep_dir: Path, plan: SweepPlan) -> bool:
     return True
 
 
+def upgrade_sweep_file(sweep_dir: Path) -> bool:
+    """Rewrite DIR/sweep.yaml with each data_dir in its portable form where it holds an absolute path
+    of the checkout's (an older sweep's record); True when it did. Every other value stays."""
+    stored = read_sweep_file(sweep_dir)
+    upgraded = portable_identity(stored)
+    if upgraded == stored:
+        return False
+    write_sweep_file(sweep_dir, upgraded)
+    return True
+
+
 @dataclass
 class SweepResult:
     """How a sweep ended: the runs table and the counts."""
@@ -52,10 +64,7 @@ def run_sweep(
     gpus_per_run: float = 0.0, batch_seeds: int = 1, progress: bool = True, check_kernels: bool = True,
 ) -> SweepResult:
     """Run every unfinished (dataset, seed) of `plan` into `sweep_dir` as Ray tasks; resumable."""
-    import yaml
     from tqdm import tqdm
-
-    from ..files import atomic_write_text
 
     if cpus_per_run < 1:
         raise DagwireError(f"--cpus-per-run must be at least 1, got {cpus_per_run}")
@@ -83,7 +92,10 @@ def run_sweep(
             _check_resources(cpus_per_run, gpus_per_run)
         if new:
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(plan.identity(), sort_keys=False))
+            write_sweep_file(sweep_dir, plan.identity())
+        elif upgrade_sweep_file(sweep_dir):
+            click.echo(f"{sweep_dir / SWEEP_FILE}: data_dir now recorded relative to the dagwire checkout "
+                       "(the same place), so that it resolves on another machine", err=True)
         marker = write_marker(sweep_dir) if todo else None
         for d, s, rel in todo:
             rows[(d, s)] = make_row(d, s, rel, {"status": "pending"})
