@@ -2,9 +2,10 @@
 
 The lock is an flock(2), which the kernel drops when the process that holds it ends, however it
 ends: the hold of a killed sweep (its file still names a pid that is gone) is taken over by the
-next sweep. Linux's NFS client turns flock into a lock on the server, so sweeps on two hosts that
-share DIR exclude each other too. The file names its holder (pid, host, since) for the sweep
-that is refused, and is removed when the hold ends.
+next sweep. Linux's NFS client takes an flock as a lock on the whole file at the server (flock(2),
+since Linux 2.6.12; unless mounted with local_lock=flock or all, nfs(5)), so sweeps on two hosts
+that share DIR exclude each other too. The file names its holder (pid, host, since) for the
+sweep that is refused, and is removed when the hold ends.
 """
 
 from __future__ import annotations
