@@ -519,6 +519,11 @@ def test_hold_excludes_a_second_holder_and_takes_over_a_stale_one(tmp_path):
         (kept / "result").write_text("x")
         assert json.loads((kept / HOLD_FILE).read_text())["pid"] == os.getpid()
     assert [p.name for p in kept.iterdir()] == ["result"]
+    # Where DIR cannot be: one line.
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DagwireError, match=re.escape(f"--out {tmp_path / 'file' / 'x'}: cannot create ")):
+        with hold_sweep_dir(tmp_path / "file" / "x"):
+            pass
 
 
 def test_sweep_on_a_held_dir_exits_2_and_touches_nothing(tiny_sweep, capsys):

@@ -10,6 +10,7 @@ sweep that is refused, and is removed when the hold ends.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -37,12 +38,14 @@ def _lock(sweep_dir: Path) -> int:
     import fcntl
 
     path = sweep_dir / HOLD_FILE
-    while True:
-        sweep_dir.mkdir(parents=True, exist_ok=True)  # each time: a sweep that just ended may have removed it
+    for attempt in itertools.count():
         try:
+            sweep_dir.mkdir(parents=True, exist_ok=True)  # each time: a sweep that just ended may have removed it
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except FileNotFoundError:
-            continue
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and attempt < 10:  # DIR removed between mkdir and open
+                continue
+            raise DagwireError(f"--out {sweep_dir}: cannot create {path} ({exc.strerror or exc})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
