@@ -18,6 +18,12 @@ def write_npz(path: Path, seed: int = 0, classes: int = 4, images: int = 96) -> 
     return f"npz:{path}"
 
 
+def snapshot(root: Path) -> dict:
+    """Every file under root with its modification time and bytes."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture()
 def tiny_npz(tmp_path):
     """96 images (64 train, 32 test), 4 classes."""

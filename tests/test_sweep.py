@@ -5,7 +5,9 @@ Datasets are tiny synthetic npz files: they test mechanics only, never a result.
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import session_pids, write_npz
+from conftest import session_pids, snapshot, write_npz
 import torch
 
 from dagwire import graphs
@@ -35,12 +37,6 @@ RUN_FILES = ("graph.json", "thresholds.csv", "features.json", "dynamics.json", "
 def sweep(*args) -> int:
     """`dagwire sweep ARGS` in this process; its exit code (1 when some run failed)."""
     return main(["sweep", *[str(a) for a in args]])
-
-
-def snapshot(root: Path) -> dict:
-    """Every file under root with its modification time and bytes."""
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def mtimes(run_dirs, names=("status.json", "graph.json")) -> dict:
@@ -116,12 +112,12 @@ def test_mini_preset_and_what_overrides_it(tmp_path):
     cm, fa = plan.run_config("cmnist", 1), plan.run_config("cfashionmnist", 1)
     assert (cm.nodes, cm.stages, cm.channels, cm.epochs, cm.lam, cm.limit_train) == (12, 3, 6, 30, 5e-3, 5000)
     assert cm.carve_test == 0.2 and fa.carve_test is None and fa.limit_test == 2000 and fa.seed == 1
-    data_dir = sweep_module._shared_data_dir()
-    assert cm.data_dir == data_dir
+    # sweep.yaml records the shared data by its place beside the checkout; runs get it resolved here.
+    assert plan.config["data_dir"] == sweep_module._shared_data_dir() == "<checkout>/../shared/data"
     beside = Path(__file__).resolve().parents[2] / "shared" / "data"  # <repo>/../shared/data
-    assert data_dir == (str(beside) if (beside / "mnist").is_dir() else None)
-    if data_dir is not None:
-        assert (Path(data_dir) / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
+    assert cm.data_dir == str(beside.resolve())
+    if beside.is_dir():
+        assert (beside / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
     # YAML beats the preset, flags beat both, a flag beats a per-dataset preset value too.
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("epochs: 7\nlam: 0.01\n")
@@ -499,3 +495,139 @@ def test_batch_seeds_sweep_gives_the_runs_of_a_plain_sweep(tiny_sweep, data, tmp
         assert all(torch.allclose(a[k].double(), b[k].double(), atol=1e-5) for k in a), rel
     # --batch-seeds is how the runs are scheduled, not what they are: the sweep file is the plain one's.
     assert (out / "sweep.yaml").read_text() == (plain / "sweep.yaml").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# One sweep per DIR at a time
+
+
+def held_by(pid: int, since: str = "") -> str:
+    """The start of the one line a sweep refused on a DIR held by `pid` (of this host) prints."""
+    return f"is in use by another dagwire sweep: pid {pid} on host {socket.gethostname()}, since {since}"
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           timeout=60)
+    return int(child.stdout)
+
+
+def test_hold_excludes_a_second_holder_and_takes_over_a_stale_one(tmp_path):
+    from dagwire.sweep.hold import HOLD_FILE, hold_sweep_dir
+
+    new = tmp_path / "a" / "b"
+    with hold_sweep_dir(new):
+        holder = json.loads((new / HOLD_FILE).read_text())
+        assert (holder["pid"], holder["host"]) == (os.getpid(), socket.gethostname())
+        with pytest.raises(DagwireError, match=re.escape(f"{new} {held_by(os.getpid(), holder['since'])}; wait")):
+            with hold_sweep_dir(new):
+                pass
+        assert json.loads((new / HOLD_FILE).read_text()) == holder
+    assert not (tmp_path / "a").exists()  # the hold made them; nothing was written into them
+
+    # A killed sweep's file (its pid gone, its lock gone with it) is taken over; a held DIR keeps its files.
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / HOLD_FILE).write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "since": "then"}))
+    with hold_sweep_dir(kept):
+        (kept / "result").write_text("x")
+        assert json.loads((kept / HOLD_FILE).read_text())["pid"] == os.getpid()
+    assert [p.name for p in kept.iterdir()] == ["result"]
+    # Where DIR cannot be: one line.
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DagwireError, match=re.escape(f"--out {tmp_path / 'file' / 'x'}: cannot create ")):
+        with hold_sweep_dir(tmp_path / "file" / "x"):
+            pass
+
+
+def test_sweep_on_a_held_dir_exits_2_and_touches_nothing(tiny_sweep, capsys):
+    from dagwire.sweep.hold import hold_sweep_dir
+
+    out, args = tiny_sweep
+    with hold_sweep_dir(out):
+        before = snapshot(out)
+        assert sweep(*args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"dagwire: error: {out} {held_by(os.getpid())}") and err.count("\n") == 1
+        assert snapshot(out) == before  # the marker too: the holder's tasks go on reading their token
+
+
+def _runs_lock(run: Path):
+    """RUN/.lock, locked by this test: the task of a sweep for that run waits there until it is released."""
+    import fcntl
+
+    from dagwire.rundir import RunDir
+
+    lock = open(RunDir(run).lock, "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
+def _start_held_sweep(tmp_path: Path, data) -> tuple[Path, subprocess.Popen, object]:
+    """A `dagwire sweep` child process whose one run's task waits on a run lock this test holds.
+
+    Returns DIR, the process (its own session) and the lock (close it to let the run go on), once
+    the child holds DIR and has marked the run pending in runs.csv (marker written, task submitted).
+    """
+    out = tmp_path / "sweep"
+    assert sweep("--datasets", data["a"], "--seeds", "0", *TINY, "--epochs", "1", "--out", out) == 0
+    run = out / "runs" / "npz-a" / "seed0"
+    (run / "status.json").unlink()  # trained, no longer measured: the next sweep measures it again
+    lock = _runs_lock(run)
+    first = subprocess.Popen([sys.executable, "-m", "dagwire.cli", "sweep", "--out", str(out), "--quiet"],
+                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and first.poll() is None:
+        try:
+            held = json.loads((out / ".dagwire-lock").read_text())["pid"] == first.pid
+            pending = list(pd.read_csv(out / "runs.csv")["status"]) == ["pending"]
+        except (OSError, ValueError, KeyError):
+            held = pending = False
+        if held and pending:
+            return out, first, lock
+        time.sleep(0.05)
+    kill_session(first.pid)
+    lock.close()
+    raise AssertionError(f"the first sweep never held DIR: {first.communicate()[1][-2000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="stops the child sweep's processes through /proc")
+def test_second_sweep_process_stops_at_once_and_the_first_finishes(tmp_path, data):
+    out, first, lock = _start_held_sweep(tmp_path, data)
+    try:
+        since = json.loads((out / ".dagwire-lock").read_text())["since"]
+        before = snapshot(out)
+        second = subprocess.run([sys.executable, "-m", "dagwire.cli", "sweep", "--out", str(out), "--quiet"],
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr == f"dagwire: error: {out} {held_by(first.pid, since)}; wait for it to finish (or " \
+                                "stop it), then run this again\n"
+        assert snapshot(out) == before  # the first sweep's marker, table and runs as they were
+        lock.close()  # the first sweep's task goes on
+        _, err = first.communicate(timeout=300)
+    finally:
+        lock.close()
+        kill_session(first.pid)
+    assert first.returncode == 0, err[-2000:]
+    df = pd.read_csv(out / "runs.csv")
+    assert list(df["status"]) == ["done"] and df["error"].isna().all()
+    assert not (out / ".dagwire-lock").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="kills the child sweep's processes through /proc")
+def test_hold_of_a_killed_sweep_process_is_taken_over(tmp_path, data):
+    out, first, lock = _start_held_sweep(tmp_path, data)
+    try:
+        kill_session(first.pid)
+        first.wait(timeout=60)
+    finally:
+        lock.close()
+    assert json.loads((out / ".dagwire-lock").read_text())["pid"] == first.pid  # left behind, its pid gone
+    with pytest.raises(ProcessLookupError):
+        os.kill(first.pid, 0)
+    assert sweep("--out", out, "--quiet") == 0
+    assert list(pd.read_csv(out / "runs.csv")["status"]) == ["done"]
+    assert not (out / ".dagwire-lock").exists()

@@ -3,6 +3,8 @@
 `dagwire sweep --datasets a,b --seeds 0-9 [train flags] --out DIR` lays out
 
     DIR/sweep.yaml                   the sweep's configuration, written once; a rerun must match it
+                                     (data_dir relative to the checkout where it can be: `portable`)
+    DIR/.dagwire-lock                held by the sweep command that runs on DIR, one at a time (`hold`)
     DIR/.dagwire-marker              a random token, rewritten when a sweep command starts; each task
                                      checks that it reads the same before it touches DIR
     DIR/runs/<dataset>/seed<k>/      one `dagwire train` run directory, plus
@@ -26,9 +28,10 @@ unfinished ones from their checkpoints and retries failed ones. Exit codes: 0 wh
 done, 1 when some run failed (its error is in runs.csv and its status.json), 2 for bad input.
 
 The package, in the order a sweep runs: `plan` (presets, datasets × seeds, sweep.yaml, the plan
-shown), `cluster` (connecting to Ray), `runner` (submitting the runs, recording them), `worker`
-(what a Ray task does), `table` (the runs table from the run directories, τ*), `command` (the
-click command).
+shown), `portable` (data_dir as sweep.yaml records it, resolved on this machine), `hold` (one
+sweep per DIR), `cluster` (connecting to Ray), `runner` (submitting the runs, recording them),
+`worker` (what a Ray task does), `table` (the runs table from the run directories, τ*),
+`command` (the click command).
 """
 
 from .cluster import check_reachable, check_token, connect_ray

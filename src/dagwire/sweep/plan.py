@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import given_values
 from ..errors import DagwireError
+from .portable import SHARED_DATA, recorded_path, resolved_path
 
 
 SWEEP_FILE = "sweep.yaml"
@@ -24,13 +25,9 @@ _PER_RUN_FIELDS = ("dataset", "seed", "device")
 
 
 
-def _shared_data_dir() -> str | None:
-    """`<repo>/../shared/data` when it holds MNIST (the only MNIST on these machines), else None."""
-    try:
-        candidate = Path(__file__).resolve().parents[4] / "shared" / "data"  # <repo>/src/dagwire/sweep/plan.py
-    except IndexError:
-        return None
-    return str(candidate) if (candidate / "mnist").is_dir() else None
+def _shared_data_dir() -> str:
+    """The shared data beside the checkout (`<checkout>/../shared/data`), recorded so that it resolves anywhere."""
+    return SHARED_DATA
 
 
 #: Named sweeps. `config` holds TrainConfig values, `per_dataset` values for one dataset only; a
@@ -42,8 +39,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (about 1,170 SGD steps), and lambda = 5e-3, between SPEC §10's 3e-3 (needs more steps to cut)
     # and 1e-2 (collapsed CMNIST). Chosen before any test result of this preset was seen. MNIST
     # exists here only as its official 10k test split, so CMNIST carves 8,000 train / 2,000 test
-    # out of it (carve_test 0.2); data_dir points at ../shared/data when present (Fashion-MNIST is
-    # then still found in /usr/share/datasets, the data search path's last stop).
+    # out of it (carve_test 0.2); data_dir points at ../shared/data, searched first where it exists
+    # (Fashion-MNIST is then still found in /usr/share/datasets, the data search path's last stop).
     "mini": {
         "datasets": ["cmnist", "cfashionmnist", "cfashionmnist_t8"],
         "seeds": "0-2",
@@ -151,11 +148,12 @@ def run_dir_names(datasets: list[str]) -> dict[str, str]:
             for d, v in names.items()}
 
 
-def _absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
-    """data_dir and a graph file as absolute paths: Ray workers need not share the driver's cwd."""
+def _recorded_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """data_dir as sweep.yaml records it (portable.py) and a graph file as an absolute path: Ray
+    workers need not share the driver's cwd."""
     values = dict(values)
     if values.get("data_dir"):
-        values["data_dir"] = str(Path(values["data_dir"]).expanduser().resolve())
+        values["data_dir"] = recorded_path(values["data_dir"])
     if values.get("graph") not in (None, "complete", "local"):
         values["graph"] = str(Path(values["graph"]).expanduser().resolve())
     return values
@@ -181,13 +179,16 @@ class SweepPlan:
         """The TrainConfig of the run (dataset, seed)."""
         from ..config import build_config
 
-        values = {**self.config, **self.per_dataset.get(dataset, {}),
-                  "dataset": dataset, "seed": seed, "device": self.device}
+        values = {**self.effective(dataset), "dataset": dataset, "seed": seed, "device": self.device}
         return build_config(None, **values)
 
     def effective(self, dataset: str) -> dict[str, Any]:
-        """The configuration one dataset's runs share (TrainConfig fields minus dataset, seed, device)."""
-        return {**self.config, **self.per_dataset.get(dataset, {})}
+        """The configuration one dataset's runs share (TrainConfig fields minus dataset, seed, device),
+        data_dir resolved on this machine: two records of one place compare equal."""
+        values = {**self.config, **self.per_dataset.get(dataset, {})}
+        if values.get("data_dir"):
+            values["data_dir"] = resolved_path(values["data_dir"])
+        return values
 
     def identity(self) -> dict[str, Any]:
         """What sweep.yaml stores (the preset is recorded for information, not compared)."""
@@ -243,7 +244,7 @@ def make_plan(
         seeds = str(given["seed"]) if given.get("seed") is not None else chosen.get("seeds", DEFAULT_SEEDS)
     seed_list = parse_seeds(seeds)
 
-    values = _absolute_paths({**chosen.get("config", {}), **given})
+    values = _recorded_paths({**chosen.get("config", {}), **given})
     device = str(values.get("device") or "cpu")
     base = build_config(None, **{k: v for k, v in values.items() if k not in _PER_RUN_FIELDS}, device=device)
     config = {f.name: getattr(base, f.name) for f in fields(TrainConfig) if f.name not in _PER_RUN_FIELDS}
@@ -252,7 +253,7 @@ def make_plan(
         normal = normalise_dataset(name, check_files=False)
         kept = {k: v for k, v in extra.items() if k not in given}  # what the user gave wins
         if normal in dataset_list and kept:
-            per_dataset[normal] = _absolute_paths(kept)
+            per_dataset[normal] = _recorded_paths(kept)
     plan = SweepPlan(dataset_list, seed_list, config, per_dataset, device, preset, bool(retrain))
     for dataset in dataset_list:  # every run's configuration must be valid before anything starts
         plan.run_config(dataset, seed_list[0])
@@ -346,6 +347,15 @@ def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
             not all(isinstance(obj.get(k), t) for k, t in (("datasets", list), ("seeds", list), ("config", dict))):
         raise DagwireError(f"{path} is not a dagwire sweep file ({SWEEP_FORMAT})")
     return obj
+
+
+def write_sweep_file(sweep_dir: str | os.PathLike, identity: dict[str, Any]) -> None:
+    """DIR/sweep.yaml holding `identity`, written atomically."""
+    import yaml
+
+    from ..files import atomic_write_text
+
+    atomic_write_text(Path(sweep_dir) / SWEEP_FILE, yaml.safe_dump(identity, sort_keys=False))
 
 
 def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:

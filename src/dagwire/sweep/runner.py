@@ -13,7 +13,9 @@ import click
 from ..errors import DagwireError
 from ..tables import runs_frame
 from .cluster import _check_resources, check_reachable, connect_ray
-from .plan import SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file, seed_major
+from .hold import HOLD_FILE, hold_sweep_dir
+from .plan import SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file, seed_major, write_sweep_file
+from .portable import portable_identity
 from .table import make_row, result_from_disk, write_tables
 from .worker import Job, one_line, run_task, write_marker, write_status
 
@@ -32,8 +34,19 @@ def prepare_dir(sweep_dir: Path, plan: SweepPlan) -> bool:
         if difference:
             raise DagwireError(f"{sweep_dir} was made by a different configuration: {difference}")
         return False
-    if sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+    if sweep_dir.is_dir() and any(p.name != HOLD_FILE for p in sweep_dir.iterdir()):
         raise DagwireError(f"{sweep_dir} exists and is not a sweep directory (no {SWEEP_FILE}); give another --out")
+    return True
+
+
+def upgrade_sweep_file(sweep_dir: Path) -> bool:
+    """Rewrite DIR/sweep.yaml with each data_dir in its portable form where it holds an absolute path
+    of the checkout's (an older sweep's record); True when it did. Every other value stays."""
+    stored = read_sweep_file(sweep_dir)
+    upgraded = portable_identity(stored)
+    if upgraded == stored:
+        return False
+    write_sweep_file(sweep_dir, upgraded)
     return True
 
 
@@ -52,11 +65,6 @@ def run_sweep(
     gpus_per_run: float = 0.0, batch_seeds: int = 1, progress: bool = True, check_kernels: bool = True,
 ) -> SweepResult:
     """Run every unfinished (dataset, seed) of `plan` into `sweep_dir` as Ray tasks; resumable."""
-    import yaml
-    from tqdm import tqdm
-
-    from ..files import atomic_write_text
-
     if cpus_per_run < 1:
         raise DagwireError(f"--cpus-per-run must be at least 1, got {cpus_per_run}")
     if batch_seeds < 1:
@@ -66,6 +74,16 @@ def run_sweep(
     if plan.device.startswith("cuda") and not gpus_per_run:
         raise DagwireError(f"--device {plan.device} needs --gpus-per-run > 0 (Ray hides GPUs from tasks without one)")
     sweep_dir = Path(sweep_dir)
+    prepare_dir(sweep_dir, plan)  # a wrong DIR is refused before anything is written, the hold file too
+    with hold_sweep_dir(sweep_dir):  # a DIR that a live sweep holds is refused here: one sweep per DIR
+        return _run_held(plan, sweep_dir, address, cpus_per_run, gpus_per_run, batch_seeds, progress, check_kernels)
+
+
+def _run_held(plan: SweepPlan, sweep_dir: Path, address: str | None, cpus_per_run: int, gpus_per_run: float,
+              batch_seeds: int, progress: bool, check_kernels: bool) -> SweepResult:
+    """run_sweep's work, with DIR held: DIR is read again here (the sweep that held it may just have ended)."""
+    from tqdm import tqdm
+
     new = prepare_dir(sweep_dir, plan)
     runs = plan.runs()
     rows = {(d, s): make_row(d, s, rel, {"status": "pending"} if new else result_from_disk(sweep_dir / rel))
@@ -81,9 +99,11 @@ def run_sweep(
     try:
         if todo:
             _check_resources(cpus_per_run, gpus_per_run)
-        if new:
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(plan.identity(), sort_keys=False))
+        if new:  # DIR itself exists: the hold made it
+            write_sweep_file(sweep_dir, plan.identity())
+        elif upgrade_sweep_file(sweep_dir):
+            click.echo(f"{sweep_dir / SWEEP_FILE}: data_dir now recorded relative to the dagwire checkout "
+                       "(the same place), so that it resolves on another machine", err=True)
         marker = write_marker(sweep_dir) if todo else None
         for d, s, rel in todo:
             rows[(d, s)] = make_row(d, s, rel, {"status": "pending"})

@@ -1,0 +1,111 @@
+"""A sweep's record is portable: the committed study, copied elsewhere, resumes with nothing to train.
+
+Nothing here trains or starts Ray: every run of the committed study is finished.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import snapshot
+
+from dagwire import sweep as sweep_module
+from dagwire.cli import main
+from dagwire.sweep import portable
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "docs" / "repro" / "sweep"
+SHARED = (ROOT.parent / "shared" / "data").resolve()  # <checkout>/../shared/data on this machine
+PORTABLE_LINE = "  data_dir: <checkout>/../shared/data\n"
+
+
+@pytest.fixture()
+def copied_study(tmp_path):
+    """docs/repro/sweep copied into another place, outside the checkout."""
+    copy = tmp_path / "elsewhere" / "study"
+    shutil.copytree(STUDY, copy)
+    return copy
+
+
+def runs_files(sweep_dir: Path) -> dict:
+    """Every file of the runs (bytes and modification times), and the bytes of every other file."""
+    files = snapshot(sweep_dir)
+    return {k: v if k.startswith("runs/") else v[1] for k, v in files.items()}
+
+
+def test_recorded_paths_are_relative_to_the_checkout_where_they_can_be(tmp_path):
+    root = portable.checkout_root()
+    assert root == ROOT
+    assert portable.recorded_path(SHARED) == "<checkout>/../shared/data" == portable.SHARED_DATA
+    assert portable.recorded_path(SHARED / "mnist") == "<checkout>/../shared/data/mnist"
+    assert portable.recorded_path(root / "data" / "x") == "<checkout>/data/x"
+    assert portable.recorded_path(root) == "<checkout>"
+    assert portable.recorded_path(tmp_path) == str(tmp_path.resolve())  # elsewhere: absolute, as before
+    assert portable.resolved_path("<checkout>/../shared/data") == str(SHARED)
+    assert portable.resolved_path("<checkout>/data/x") == str(root / "data" / "x")
+    assert portable.resolved_path(tmp_path) == str(tmp_path.resolve())
+    # Recording is idempotent: a recorded form records as itself.
+    assert portable.recorded_path("<checkout>/../shared/data/mnist") == "<checkout>/../shared/data/mnist"
+
+
+def test_the_committed_study_records_its_data_by_its_place_beside_the_checkout():
+    text = (STUDY / "sweep.yaml").read_text()
+    assert PORTABLE_LINE in text and str(SHARED) not in text
+    stored = sweep_module.read_sweep_file(STUDY)
+    assert portable.portable_identity(stored) == stored  # nothing left to migrate
+    plan = sweep_module.plan_from_identity(stored)
+    assert {plan.run_config(d, s).data_dir for d in plan.datasets for s in plan.seeds} == {str(SHARED)}
+
+
+def test_a_copied_study_resumes_elsewhere_and_trains_nothing(copied_study, tmp_path, monkeypatch, capsys):
+    before = runs_files(copied_study)
+    assert main(["sweep", "--out", str(copied_study), "--quiet"]) == 0
+    assert f"sweep {copied_study}: 15/15 done, 0 failed (0 run now)" in capsys.readouterr().out
+    assert runs_files(copied_study) == before  # no run touched; runs.csv and sweep.yaml the same bytes
+    assert main(["sweep", "--preset", "repro", "--out", str(copied_study), "--quiet"]) == 0
+    assert "15/15 done, 0 failed (0 run now)" in capsys.readouterr().out
+
+    # Another machine: a checkout elsewhere, its shared data beside it. The same record resolves there.
+    clone, shared = tmp_path / "clone", tmp_path / "shared" / "data"
+    clone.mkdir()
+    shared.mkdir(parents=True)
+    monkeypatch.setattr(portable, "checkout_root", lambda: clone)
+    plan = sweep_module.plan_from_identity(sweep_module.read_sweep_file(copied_study))
+    assert plan.run_config("cmnist", 0).data_dir == str(shared.resolve())
+    assert main(["sweep", "--out", str(copied_study), "--quiet"]) == 0
+    assert main(["sweep", "--preset", "repro", "--out", str(copied_study), "--quiet"]) == 0
+    assert capsys.readouterr().out.count("15/15 done, 0 failed (0 run now)") == 2
+    assert runs_files(copied_study) == before
+
+
+def test_an_old_absolute_record_is_migrated_by_resuming_it(copied_study, capsys):
+    committed = (STUDY / "sweep.yaml").read_text()
+    old = committed.replace(PORTABLE_LINE, f"  data_dir: {SHARED}\n")
+    assert old != committed
+    (copied_study / "sweep.yaml").write_text(old)
+    before = runs_files(copied_study)
+
+    # The old form and the new form name one place: the same sweep.
+    old_identity = sweep_module.read_sweep_file(copied_study)
+    assert sweep_module.first_difference(old_identity, sweep_module.make_plan(preset="repro").identity()) is None
+    elsewhere = {**old_identity, "config": {**old_identity["config"], "data_dir": "/srv/other-data"}}
+    assert sweep_module.first_difference(old_identity, elsewhere).startswith(
+        f"data_dir ({str(SHARED)!r} there, '/srv/other-data' now)")
+
+    assert main(["sweep", "--out", str(copied_study), "--quiet"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "sweep.yaml" in line]
+    assert notes == [f"{copied_study / 'sweep.yaml'}: data_dir now recorded relative to the dagwire checkout "
+                     "(the same place), so that it resolves on another machine"]
+    assert (copied_study / "sweep.yaml").read_text() == committed  # only data_dir's line changed
+    after = runs_files(copied_study)
+    assert {k: v for k, v in after.items() if k != "sweep.yaml"} == {k: v for k, v in before.items() if k != "sweep.yaml"}
+    # A record of a place outside the checkout stays as it is.
+    assert portable.portable_identity(elsewhere) == elsewhere
+
+
+@pytest.mark.slow
+def test_report_of_a_copied_study_works_there(copied_study, capsys):
+    assert main(["report", str(copied_study)]) == 0
+    assert capsys.readouterr().out.split() == [str(copied_study / "report.html"), str(copied_study / "report.md")]
+    report = (copied_study / "report.md").read_text()
+    assert "15 runs: 15 done" in report and PORTABLE_LINE in report
