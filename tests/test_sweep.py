@@ -568,7 +568,7 @@ def _start_held_sweep(tmp_path: Path, data) -> tuple[Path, subprocess.Popen, obj
     """A `dagwire sweep` child process whose one run's task waits on a run lock this test holds.
 
     Returns DIR, the process (its own session) and the lock (close it to let the run go on), once
-    the child holds DIR and has marked the run pending in runs.csv (marker written, task submitted).
+    the child holds DIR and has marked the run pending in both tables (marker written, task submitted).
     """
     out = tmp_path / "sweep"
     assert sweep("--datasets", data["a"], "--seeds", "0", *TINY, "--epochs", "1", "--out", out) == 0
@@ -581,7 +581,11 @@ def _start_held_sweep(tmp_path: Path, data) -> tuple[Path, subprocess.Popen, obj
     while time.monotonic() < deadline and first.poll() is None:
         try:
             held = json.loads((out / ".dagwire-lock").read_text())["pid"] == first.pid
-            pending = list(pd.read_csv(out / "runs.csv")["status"]) == ["pending"]
+            # Both tables written (runs.parquet comes after runs.csv) and no write under way: DIR
+            # then stays as it is until the run's lock is let go.
+            pending = (list(pd.read_csv(out / "runs.csv")["status"]) == ["pending"]
+                       and list(pd.read_parquet(out / "runs.parquet")["status"]) == ["pending"]
+                       and not list(out.glob(".*.tmp")))
         except (OSError, ValueError, KeyError):
             held = pending = False
         if held and pending:
