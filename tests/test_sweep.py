@@ -635,3 +635,17 @@ def test_hold_of_a_killed_sweep_process_is_taken_over(tmp_path, data):
     assert sweep("--out", out, "--quiet") == 0
     assert list(pd.read_csv(out / "runs.csv")["status"]) == ["done"]
     assert not (out / ".dagwire-lock").exists()
+
+
+def test_capacity_preset_is_repro_with_the_longer_ramped_first_phase():
+    plan = sweep_module.make_plan(preset="capacity", channels=4)
+    repro = sweep_module.make_plan(preset="repro")
+    config = plan.run_config("cfashionmnist_t8", 0)
+    assert [(round(lr, 6), steps) for lr, steps in sweep_module.plan.lr_phases(config, 40)] == \
+        [(0.1, 800), (0.01, 240), (0.001, 800)]
+    assert (config.channels, config.lam_warmup, config.lam) == (4, 800, 5e-3)
+    assert config.lam_at(400) == 2.5e-3 and config.lam_at(800) == 5e-3
+    differ = {k for k in plan.config if plan.config[k] != repro.config[k]}
+    assert differ == {"epochs", "lr_milestones", "lam_warmup"}  # channels given as repro's 4
+    assert plan.per_dataset == repro.per_dataset and plan.seeds == repro.seeds == [0, 1, 2, 3, 4]
+    assert sweep_module.make_plan(preset="capacity").config["channels"] == 8
