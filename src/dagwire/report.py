@@ -77,12 +77,13 @@ def _failed_table(df) -> Table | None:
 
 def _collapsed_table(df) -> Table | None:
     """The done runs that collapsed in their first lr phase: listed, and left out of the ordering tests."""
-    if "collapsed" not in df.columns:
-        return None
-    collapsed = df[df["done"] & df["collapsed"].astype("boolean").fillna(False).astype(bool)]
+    import pandas as pd
+
+    from .stats import collapsed_mask
+
+    collapsed = df[collapsed_mask(df)]
     if not len(collapsed):
         return None
-    import pandas as pd
 
     rows = [[str(r["dataset"]), _seed_text(r["seed"]), f"{r['test_accuracy']:.3f}",
              f"{r['train_eval_accuracy']:.3f}" if pd.notna(r.get("train_eval_accuracy")) else "–"]

@@ -103,20 +103,22 @@ class OrderingResult:
         return asdict(self)
 
 
+def collapsed_mask(df):
+    """Per row: a done run that collapsed (`dynamics.is_collapsed`); all False for a table without the column."""
+    done = df["status"].astype(str).eq("done")
+    if "collapsed" not in df.columns:
+        return done & False
+    return done & df["collapsed"].astype("boolean").fillna(False).astype(bool)
+
+
 def usable_runs(df):
-    """The done runs that did not collapse (`dynamics.is_collapsed`): a collapsed run's graph says nothing of its task."""
-    done = df[df["status"].astype(str).eq("done")]
-    if "collapsed" not in done.columns:
-        return done.copy()
-    return done[~done["collapsed"].astype("boolean").fillna(False).astype(bool)].copy()
+    """The done runs that did not collapse: a collapsed run's graph says nothing of its task."""
+    return df[df["status"].astype(str).eq("done") & ~collapsed_mask(df)].copy()
 
 
 def collapsed_runs(df) -> list[str]:
     """"dataset seed" of every done run that collapsed."""
-    if "collapsed" not in df.columns:
-        return []
-    done = df[df["status"].astype(str).eq("done") & df["collapsed"].astype("boolean").fillna(False).astype(bool)]
-    return [f"{r['dataset']} {r['seed']}" for _, r in done.iterrows()]
+    return [f"{r['dataset']} {r['seed']}" for _, r in df[collapsed_mask(df)].iterrows()]
 
 
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
