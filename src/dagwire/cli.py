@@ -154,44 +154,78 @@ def _graph_channels(graph, channels):
     return int(graph.meta.get("channels", 11))
 
 
+TAU_HELP = "τ: edges below it are erased; 'star': the run's τ* (its sweep's, or its own hold-out one)."
+
+
+def _graph_tau(text: str, graph_file: str) -> float:
+    """--threshold of a command on GRAPH.json: a number >= 0, or 'star' for the τ* of the run it is in."""
+    from .config import STAR, parse_tau
+
+    tau = parse_tau(text)
+    if tau == STAR:
+        from .sweep.table import run_tau_star
+
+        return run_tau_star(Path(graph_file).parent)
+    if not tau >= 0 or tau == float("inf"):
+        raise DagwireError(f"--threshold must be a number >= 0 or '{STAR}', got {text}")
+    return float(tau)
+
+
+def _pruning_line(g, tau: float, graph_file: str, tau_name: str) -> str:
+    """graphs.pruning_summary, with the test accuracy before and after pruning when the run's threshold curve has τ."""
+    from . import graphs
+
+    rows = RunDir(Path(graph_file).parent).threshold_rows()
+    at_tau = [r for r in rows if abs(r["threshold"] - tau) <= 1e-12]
+    if rows and at_tau:
+        return graphs.pruning_summary(g, tau, rows[0]["test_accuracy"], at_tau[0]["test_accuracy"], tau_name)
+    return graphs.pruning_summary(g, tau, tau_name=tau_name)
+
+
 @cli.command()
 @click.argument("graph_file", metavar="GRAPH.json")
-@click.option("--threshold", type=float, default=DEFAULT_TAU, show_default=True, help="τ: edges below it are erased.")
+@click.option("--threshold", default=str(DEFAULT_TAU), show_default=True, help=TAU_HELP)
 @click.option("--channels", type=int, help="C for the parameter count (default: the graph's own, else 11).")
 def features(graph_file, threshold, channels) -> None:
     """Graph features of the learned graph after threshold and dead-path removal (one JSON object)."""
     from . import graphs
     from . import spec as specs
 
-    if not threshold >= 0:
-        raise DagwireError(f"--threshold must be >= 0, got {threshold}")
     g = specs.load(graph_file)
     if g.weights is None:
         raise DagwireError(f"{graph_file} has no edge weights")
-    result = graphs.recorded_features(g, threshold, _graph_channels(g, channels))
+    result = graphs.recorded_features(g, _graph_tau(threshold, graph_file), _graph_channels(g, channels))
     click.echo(json.dumps(result))
 
 
 @cli.command()
 @click.argument("graph_file", metavar="GRAPH.json")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.png or FILE.svg")
-@click.option("--threshold", type=float, default=DEFAULT_TAU, show_default=True,
-              help="Draw the graph pruned at τ (0: all edges).")
+@click.option("--threshold", default=str(DEFAULT_TAU), show_default=True,
+              help="Draw the graph pruned at τ (0: all edges; 'star': the run's τ*).")
+@click.option("--show-removed", is_flag=True,
+              help="Draw every initial edge too, the cut ones faded, beside the learned graph.")
 @click.option("--title", help="Title above the drawing.")
-def draw(graph_file, output, threshold, title) -> None:
+def draw(graph_file, output, threshold, show_removed, title) -> None:
     """Draw a graph in a Kamada-Kawai layout, nodes coloured by stage, edge width by weight."""
     from . import spec as specs
-    from .draw import draw_graph
+    from .config import STAR
+    from .draw import draw_graph, draw_pruning
 
     if Path(output).suffix.lower() not in (".png", ".svg"):
         raise DagwireError(f"-o {output}: the file must end in .png or .svg")
-    if not threshold >= 0:
-        raise DagwireError(f"--threshold must be >= 0, got {threshold}")
     g = specs.load(graph_file)
+    tau = _graph_tau(threshold, graph_file) if g.weights is not None else None
+    if show_removed and tau is None:
+        raise DagwireError(f"--show-removed needs edge weights; {graph_file} has none")
     if title is None:
         title = " ".join(str(g.meta[k]) for k in ("dataset",) if k in g.meta) or Path(graph_file).stem
         title += f" seed {g.meta['seed']}" if "seed" in g.meta else ""
-    draw_graph(g, output, title=title, tau=threshold if g.weights is not None else None)
+    if show_removed:
+        tau_name = "τ*" if threshold.strip().lower() == STAR else "τ"
+        draw_pruning(g, tau, output, title=title, summary=_pruning_line(g, tau, graph_file, tau_name))
+    else:
+        draw_graph(g, output, title=title, tau=tau)
     click.echo(f"wrote {output}")
 
 
@@ -219,11 +253,21 @@ def thresholds(run, grid, device, quiet) -> None:
     files = RunDir(run)
     write_rows_csv(rows, files.thresholds_csv)
     plot_threshold_curve(rows, files.thresholds_png, title=f"{trained.config.dataset} seed {trained.config.seed}")
-    click.echo(f"{'τ':>8} {'accuracy':>9} {'sparsity':>9} {'nodes':>6}")
+    held = "holdout_accuracy" in rows[0]
+    click.echo(f"{'τ':>8} {'accuracy':>9}" + (f" {'hold-out':>9}" if held else "") + f" {'sparsity':>9} {'nodes':>6}")
     for r in rows:
         note = "  disconnected" if r["disconnected"] else ""
-        click.echo(f"{r['threshold']:8.4f} {r['test_accuracy']:9.4f} {r['sparsity']:9.4f} {r['nodes']:6d}{note}")
+        click.echo(f"{r['threshold']:8.4f} {r['test_accuracy']:9.4f}" + (f" {r['holdout_accuracy']:9.4f}" if held else "")
+                   + f" {r['sparsity']:9.4f} {r['nodes']:6d}{note}")
     click.echo(f"wrote {files.thresholds_csv} and {files.thresholds_png.name}")
+    if "holdout_accuracy" in rows[0]:
+        from .sweep.table import own_tau_star
+
+        tau = own_tau_star(run)
+        from .stats import TAU_STAR_TOLERANCE
+
+        click.echo(f"τ* (the largest τ whose hold-out accuracy stays within {100 * TAU_STAR_TOLERANCE:g} points): "
+                   f"{_pruning_line(trained.learned, tau, files.graph, 'τ*')}")
 
 
 @cli.command()
@@ -263,7 +307,8 @@ def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, qui
 
 @cli.command("export")
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--tau", help="τ: a number, or 'star' for the sweep's τ* (default: the run's own threshold).")
+@click.option("--tau", help="τ: a number, or 'star' for the run's τ* (its sweep's, or its own hold-out one; "
+                            "default: the run's own threshold).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.pt2 or FILE.onnx")
 def export_command(run, tau, output) -> None:
     """Write RUN's network pruned at τ as a torch.export program (.pt2) or ONNX (.onnx), with FILE.json beside it.
@@ -271,7 +316,8 @@ def export_command(run, tau, output) -> None:
     FILE.json (m.pt2 -> m.pt2.json) holds what feeding the file needs: input shape, normalisation
     mean and std, class names, τ, and the pruned graph with its features.
     """
-    from .export import export, parse_tau
+    from .config import parse_tau
+    from .export import export
 
     result = export(run, output, parse_tau(tau))
     click.echo(f"wrote {result.path} (τ={result.tau:g}: {result.nodes} nodes, {result.parameters} parameters) "

@@ -18,6 +18,21 @@ from .files import atomic_write_text
 
 # The paper's threshold τ (Sec. 3): edges with |tanh w| below it are erased. Every default τ is this one.
 DEFAULT_TAU = 0.006
+STAR = "star"  # τ = the run's τ*: its sweep's, or for a run outside a sweep its own hold-out one
+
+
+def parse_tau(text: str | None) -> float | str | None:
+    """A τ given as text: None, "star", or a number (DagwireError otherwise)."""
+    if text is None:
+        return None
+    if text.strip().lower() == STAR:
+        return STAR
+    try:
+        return float(text)
+    except ValueError:
+        raise DagwireError(f"τ must be a number >= 0 or '{STAR}', got {text!r}") from None
+
+
 # The fixed τ grid of threshold curves, and of τ* (stats.tau_star): dense where small networks
 # trained briefly keep their edges (0.01-0.3).
 TAU_GRID = (0.0, 0.001, 0.002, 0.004, 0.006, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15,

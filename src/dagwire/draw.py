@@ -112,6 +112,54 @@ def draw_graph(
         save_figure(fig, path)
 
 
+def draw_pruning(spec: GraphSpec, tau: float, path: str | os.PathLike, title: str | None = None,
+                 summary: str | None = None) -> None:
+    """What pruning at τ kept of the initial DAG: every initial edge as an arc, the kept ones above the
+    nodes and dark, the cut ones below and faded; beside it the learned graph as `draw_graph` draws it.
+
+    `summary` (default `graphs.pruning_summary` without accuracies) is the figure's second title line.
+    """
+    from matplotlib.patches import Arc
+
+    pruned = graphs.prune(spec, tau)
+    connected = graphs.is_connected(pruned)
+    kept = set(pruned.edges) if connected else set()
+    live = set(pruned.active_nodes()) if connected else set()
+    fig, (arcs, learned) = plt.subplots(1, 2, figsize=(12, 5.6), gridspec_kw={"width_ratios": [1.25, 1]})
+    weights = dict(zip(spec.edges, spec.weights)) if spec.weights is not None else {}
+    top = max((weights.get(e, 1.0) for e in kept), default=1.0) or 1.0
+    span = max(spec.num_nodes - 1, 1)
+    # An arc diagram, because the complete DAG in any force layout is a uniform blot: here every
+    # edge has its own place (its two ends on the line), so the cut ones can be seen as a set.
+    for i, j in spec.edges:
+        is_kept = (i, j) in kept
+        arcs.add_patch(Arc(((i + j) / 2, 0.0), j - i, (j - i) * 0.9, theta1=0 if is_kept else 180,
+                           theta2=180 if is_kept else 360,
+                           color="#333333" if is_kept else "#C8C8C8", alpha=0.75 if is_kept else 0.6,
+                           linewidth=0.5 + 2.0 * weights.get((i, j), 1.0) / top if is_kept else 0.5))
+    nodes = spec.active_nodes()
+    for n in nodes:
+        colour = STAGE_COLOURS[spec.stage_of(n) % len(STAGE_COLOURS)]
+        alive = n in live
+        arcs.scatter([n], [0.0], s=90 if n in (0, spec.output) else 45, zorder=3,
+                     color=colour if alive else "white", edgecolors="black" if alive else colour, linewidths=1.0)
+    arcs.text(0, -0.04 * span, "in", ha="center", va="top", fontsize=7, fontweight="bold")
+    arcs.text(spec.output, -0.04 * span, "out", ha="center", va="top", fontsize=7, fontweight="bold")
+    arcs.text(0.01, 0.98, f"kept ({len(kept)} edges)", transform=arcs.transAxes, va="top", fontsize=8)
+    arcs.text(0.01, 0.02, f"cut ({spec.num_edges - len(kept)} edges; hollow: removed nodes)",
+              transform=arcs.transAxes, va="bottom", fontsize=8, color="#888888")
+    arcs.set_xlim(-0.5, spec.num_nodes - 0.5)
+    arcs.set_ylim(-0.47 * span, 0.47 * span)
+    arcs.set_aspect("equal")
+    arcs.set_axis_off()
+    arcs.set_title("the initial DAG, node by node", fontsize=9)
+    draw_graph(spec, tau=tau, ax=learned, title="the learned graph")
+    line = summary or graphs.pruning_summary(spec, tau)
+    fig.suptitle(f"{title}\n{line}" if title else line, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))  # the two-line title above both panels' own titles
+    save_figure(fig, path)
+
+
 def plot_threshold_curve(rows: Sequence[dict], path: str | os.PathLike, title: str | None = None) -> None:
     """Test accuracy and sparsity against τ in two panels (Fig. 2), the default τ = 0.006 marked."""
     rows = sorted(rows, key=lambda r: r["threshold"])

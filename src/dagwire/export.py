@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 import torch
 
 from . import graphs
+from .config import STAR
 from .errors import DagwireError
 from .files import atomic_write, atomic_write_text
 from .model import DagNet, count_parameters, materialise
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 EXPORT_FORMAT = "dagwire-export/1"
 EXPORT_SUFFIXES = (".pt2", ".onnx")
-STAR = "star"  # τ = the sweep's τ*
 Tau = Union[float, Literal["star"], None]
 BATCH = "batch"  # the name of the exported files' dynamic first dimension
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
@@ -61,18 +61,6 @@ class Exported:
     tau: float
     parameters: int
     nodes: int
-
-
-def parse_tau(text: str | None) -> Tau:
-    """A τ given as text: None, "star", or a number (DagwireError otherwise)."""
-    if text is None:
-        return None
-    if text.strip().lower() == STAR:
-        return STAR
-    try:
-        return float(text)
-    except ValueError:
-        raise DagwireError(f"τ must be a number >= 0 or '{STAR}', got {text!r}") from None
 
 
 def resolve_tau(trained: "TrainedRun", tau: Tau) -> float:

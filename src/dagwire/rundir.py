@@ -18,6 +18,7 @@ and, for a run measured by a sweep:
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,15 @@ class RunDir:
     def lock(self) -> Path:
         """.lock: held while a sweep task trains and measures the run."""
         return self.path / ".lock"
+
+    def threshold_rows(self) -> list[dict[str, float]]:
+        """thresholds.csv's rows as numbers, sorted by τ ([] when the run has no threshold curve)."""
+        if not self.thresholds_csv.exists():
+            return []
+        with open(self.thresholds_csv, newline="") as f:
+            rows = [{k: float(v == "True") if v in ("True", "False") else float(v) for k, v in row.items()}
+                    for row in csv.DictReader(f)]
+        return sorted(rows, key=lambda r: r["threshold"])
 
     def retrain(self, tau: float, fit: bool) -> "RunDir":
         """retrain-<τ:g> (same C) or retrain-<τ:g>-fitC: the pruned network trained from scratch."""

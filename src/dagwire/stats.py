@@ -37,10 +37,13 @@ def tau_star(curves, tolerance: float = TAU_STAR_TOLERANCE, column: str = "holdo
     same grid; a dataset's unpruned accuracy is its mean at the grid's smallest τ (0: every edge
     kept). One τ* for all datasets, as the paper chose one: "the maximum sparsity without a
     noticeable drop in performance". The τ must also pass at every smaller grid point, so one
-    lucky τ beyond a drop cannot be chosen. None when the table is empty.
+    lucky τ beyond a drop cannot be chosen. None when the table is empty. A table without a
+    `dataset` column is one run's curve: its own τ*.
     """
     if curves is None or not len(curves):
         return None
+    if "dataset" not in curves.columns:
+        curves = curves.assign(dataset="")
     means = curves.groupby(["dataset", "threshold"])[column].mean().unstack("dataset").sort_index()
     unpruned = means.iloc[0]
     chosen = None

@@ -149,11 +149,15 @@ def with_tau_star(df, sweep_dir: str | os.PathLike):
 
 
 def run_tau_star(run_dir: str | os.PathLike) -> float:
-    """τ* of the sweep a run directory belongs to, from the sweep's runs table (DagwireError when there is none)."""
+    """τ* of a run: its sweep's, from the runs table; outside a sweep, its own, from its hold-out threshold curve.
+
+    DagwireError when there is none: a sweep whose runs held out no data, or a lone run without a
+    thresholds.csv that has hold-out accuracy (`--holdout`, then `dagwire thresholds RUN`).
+    """
     run = Path(run_dir).resolve()
     sweep_dir = next((d for d in run.parents if read_sweep_file(d) is not None), None)
     if sweep_dir is None:
-        raise DagwireError(f"τ*: {run_dir} is not a run of a sweep (no {SWEEP_FILE} above it)")
+        return own_tau_star(run_dir)
     df = read_runs_table(sweep_dir)
     rows = df[[(sweep_dir / str(rel)).resolve() == run for rel in df["run_dir"]]]
     if rows.empty:
@@ -161,6 +165,21 @@ def run_tau_star(run_dir: str | os.PathLike) -> float:
     if "tau_star" not in df.columns or rows["tau_star"].isna().all():
         raise DagwireError(f"τ*: the sweep {sweep_dir} has no τ* (its runs held out no data: --holdout)")
     return float(rows["tau_star"].iloc[0])
+
+
+def own_tau_star(run_dir: str | os.PathLike) -> float:
+    """The paper's τ rule (`stats.tau_star`) on one run's own hold-out threshold curve (RUN/thresholds.csv)."""
+    import pandas as pd
+
+    from ..stats import tau_star
+
+    curve_file = RunDir(run_dir).thresholds_csv
+    curve = pd.read_csv(curve_file) if curve_file.exists() else None
+    tau = tau_star(curve) if curve is not None and "holdout_accuracy" in curve.columns else None
+    if tau is None:
+        raise DagwireError(f"τ*: {run_dir} is not a run of a sweep (no {SWEEP_FILE} above it) and has no hold-out "
+                           f"threshold curve: train it with --holdout N, then run `dagwire thresholds {run_dir}`")
+    return tau
 
 
 def write_tables(sweep_dir: str | os.PathLike, df) -> None:
