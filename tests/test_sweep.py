@@ -233,6 +233,18 @@ def test_tiny_sweep_writes_every_run_and_the_table(tiny_sweep, data):
         assert row["cpu"] == cpu_label() == metrics[0]["cpu"]
 
 
+def test_runs_start_seed_major_one_slot_at_a_time(tmp_path, data):
+    """Every dataset of a seed starts before the next seed (Ray alone starts queued tasks in any order)."""
+    out = tmp_path / "order"
+    # 2 CPUs a run on the module's 2-CPU Ray: one slot, so the start order is the submission order.
+    assert sweep("--datasets", f"{data['a']},{data['b']}", "--seeds", "3,1", *TINY, "--epochs", "1",
+                 "--cpus-per-run", "2", "--out", out) == 0
+    df = pd.read_csv(out / "runs.csv")
+    started = sorted(zip(((out / r / "config.yaml").stat().st_mtime_ns for r in df["run_dir"]),
+                         df["dataset"], df["seed"]))
+    assert [(d, s) for _, d, s in started] == [(data["a"], 3), (data["b"], 3), (data["a"], 1), (data["b"], 1)]
+
+
 def test_rerun_of_a_finished_sweep_runs_nothing(tiny_sweep):
     out, args = tiny_sweep
     runs = [out / r for r in pd.read_csv(out / "runs.csv")["run_dir"]]

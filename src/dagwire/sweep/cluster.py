@@ -161,3 +161,14 @@ def _check_resources(cpus_per_run: int, gpus_per_run: float) -> None:
         raise DagwireError(f"--gpus-per-run {gpus_per_run:g}: the Ray cluster has {total.get('GPU', 0):g} GPUs")
 
 
+
+
+def run_slots(cpus_per_run: int, gpus_per_run: float) -> int:
+    """How many runs of this shape the Ray cluster holds at once (at least 1), from its resources now."""
+    import ray
+
+    total = ray.cluster_resources()
+    slots = int(total.get("CPU", 0) // max(cpus_per_run, 1))
+    if gpus_per_run:
+        slots = min(slots, int(total.get("GPU", 0) // gpus_per_run))
+    return max(slots, 1)

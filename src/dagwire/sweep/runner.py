@@ -12,7 +12,7 @@ import click
 
 from ..errors import DagwireError
 from ..tables import runs_frame
-from .cluster import _check_resources, check_reachable, connect_ray
+from .cluster import _check_resources, check_reachable, connect_ray, run_slots
 from .hold import HOLD_FILE, hold_sweep_dir
 from .plan import SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file, seed_major, write_sweep_file
 from .portable import portable_identity
@@ -146,12 +146,21 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, ba
         for line in describe_plan(plan, len(todo), cpus_per_run, step_seconds=None if plan.device == "cpu" else 0.0):
             click.echo(line, err=True)
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(run_task)
+    waiting = seed_groups(todo, batch_seeds)
+    # Ray starts queued tasks in no promised order (here it started seed 101 before seed 100), so a
+    # task is submitted only when a slot is free: runs start in seed-major order, as planned.
+    slots = run_slots(cpus_per_run, gpus_per_run)
     refs = {}
-    for group in seed_groups(todo, batch_seeds):
+
+    def submit_next() -> None:
+        group = waiting.pop(0)
         jobs = [Job(plan.run_config(dataset, seed).to_dict(), str((sweep_dir / rel).resolve()), cpus_per_run,
                     plan.retrain, check_kernels, str(sweep_dir.resolve()), marker)
                 for dataset, seed, rel in group]
         refs[task.remote(jobs)] = group
+
+    while waiting and len(refs) < slots:
+        submit_next()
     counts = {"done": sum(r["status"] == "done" for r in rows.values()), "failed": 0}
     bar = tqdm(total=len(rows), initial=counts["done"], desc="sweep", unit="run", disable=not progress)
     bar.set_postfix(counts)
@@ -182,6 +191,8 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, ba
                     bar.update()
                 write_tables(sweep_dir, runs_frame(list(rows.values()), stages))
                 bar.set_postfix(counts)
+                if waiting:
+                    submit_next()
     finally:
         bar.close()
 
