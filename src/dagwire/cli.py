@@ -260,12 +260,11 @@ def thresholds(run, grid, device, quiet) -> None:
         click.echo(f"{r['threshold']:8.4f} {r['test_accuracy']:9.4f}" + (f" {r['holdout_accuracy']:9.4f}" if held else "")
                    + f" {r['sparsity']:9.4f} {r['nodes']:6d}{note}")
     click.echo(f"wrote {files.thresholds_csv} and {files.thresholds_png.name}")
-    if "holdout_accuracy" in rows[0]:
+    if held:
+        from .stats import TAU_STAR_TOLERANCE
         from .sweep.table import own_tau_star
 
         tau = own_tau_star(run)
-        from .stats import TAU_STAR_TOLERANCE
-
         click.echo(f"τ* (the largest τ whose hold-out accuracy stays within {100 * TAU_STAR_TOLERANCE:g} points): "
                    f"{_pruning_line(trained.learned, tau, files.graph, 'τ*')}")
 
