@@ -233,6 +233,15 @@ def test_tiny_sweep_writes_every_run_and_the_table(tiny_sweep, data):
         assert row["cpu"] == cpu_label() == metrics[0]["cpu"]
 
 
+def test_seed_major_keeps_the_plans_seed_order_when_a_dataset_is_ahead():
+    # A resumed sweep: dataset a has finished seed 100, so its first run to do is seed 101.
+    todo = [("a", 101, "ra1"), ("a", 102, "ra2"), ("b", 100, "rb0"), ("b", 101, "rb1"), ("c", 100, "rc0")]
+    from dagwire.sweep.plan import seed_major
+
+    assert [(d, s) for d, s, _ in seed_major(todo, [100, 101, 102])] == [
+        ("b", 100), ("c", 100), ("a", 101), ("b", 101), ("a", 102)]
+
+
 def test_runs_start_seed_major_one_slot_at_a_time(tmp_path, data):
     """Every dataset of a seed starts before the next seed (Ray alone starts queued tasks in any order)."""
     out = tmp_path / "order"

@@ -202,13 +202,14 @@ class SweepPlan:
         return [(d, s, f"runs/{names[d]}/seed{s}") for d in self.datasets for s in self.seeds]
 
 
-def seed_major(runs: list[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
-    """The runs in the order they are started: every dataset of a seed before the next seed.
+def seed_major(runs: list[tuple[str, int, str]], seeds: list[int]) -> list[tuple[str, int, str]]:
+    """The runs in the order they are started: every dataset of a seed before the next, seeds in the plan's order.
 
     So that the machine and the time of day cannot stand in for the dataset: a sweep that moves
-    to another machine, or a machine that slows down, has touched every dataset alike.
+    to another machine, or a machine that slows down, has touched every dataset alike. `seeds` is
+    the plan's order, not the order the runs' seeds first appear in: in a resumed sweep whose first
+    dataset has finished seed 100, that would put seed 101 first.
     """
-    seeds = list(dict.fromkeys(s for _, s, _ in runs))
     return sorted(runs, key=lambda run: seeds.index(run[1]))  # stable: datasets keep their order
 
 

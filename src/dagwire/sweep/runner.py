@@ -88,7 +88,7 @@ def _run_held(plan: SweepPlan, sweep_dir: Path, address: str | None, cpus_per_ru
     runs = plan.runs()
     rows = {(d, s): make_row(d, s, rel, {"status": "pending"} if new else result_from_disk(sweep_dir / rel))
             for d, s, rel in runs}
-    todo = seed_major([(d, s, rel) for d, s, rel in runs if rows[(d, s)]["status"] != "done"])
+    todo = seed_major([(d, s, rel) for d, s, rel in runs if rows[(d, s)]["status"] != "done"], list(plan.seeds))
     stages = int(plan.config["stages"])
 
     started = False
@@ -147,8 +147,8 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, ba
             click.echo(line, err=True)
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(run_task)
     waiting = seed_groups(todo, batch_seeds)
-    # Ray starts queued tasks in no promised order (here it started seed 101 before seed 100), so a
-    # task is submitted only when a slot is free: runs start in seed-major order, as planned.
+    # Ray promises no start order for queued tasks, so a task is submitted only when a slot is free:
+    # runs start in the seed-major order of `todo`.
     slots = run_slots(cpus_per_run, gpus_per_run)
     refs = {}
 
