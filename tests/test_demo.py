@@ -1,6 +1,7 @@
 """`make demo`: its own recipe, shortened on small data, goes through every step; the line that says what it kept."""
 
 import json
+import re
 import os
 import shlex
 import subprocess
@@ -100,3 +101,19 @@ def test_star_outside_a_sweep_needs_a_hold_out_curve(trained_run, capsys):
     assert not (trained_run / "x.png").exists()
     with pytest.raises(DagwireError, match="no hold-out threshold curve"):
         __import__("dagwire.sweep.table", fromlist=["own_tau_star"]).own_tau_star(trained_run)
+
+
+def test_the_design_pilots_numbers_are_its_runs(capsys):
+    """docs/demo.md's rows for the chosen design re-derived from the committed pilot runs."""
+    import runpy
+
+    pilot = ROOT / "docs" / "demo" / "pilot"
+    runpy.run_path(str(ROOT / "docs" / "demo" / "pilot.py"), run_name="pilot")["main"](str(pilot / "w300_l2e2"))
+    lines = capsys.readouterr().out.strip().splitlines()
+    doc = (ROOT / "docs" / "demo.md").read_text()
+    assert len(lines) == 3
+    for line in lines:
+        seed = int(line.split()[1].removeprefix("seed"))
+        edges, nodes, tau, before, after = (float(x) for x in re.match(
+            r".*kept (\d+) of 105 edges, (\d+) of 15 nodes, τ\* = ([\d.]+), accuracy ([\d.]+) → ([\d.]+)$", line).groups())
+        assert f"| {seed} | {before:.3f} → {after:.3f} | {tau:g} | {int(edges)} | {int(nodes)} |" in doc
