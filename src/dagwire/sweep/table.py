@@ -173,9 +173,8 @@ def own_tau_star(run_dir: str | os.PathLike) -> float:
 
     from ..stats import tau_star
 
-    curve_file = RunDir(run_dir).thresholds_csv
-    curve = pd.read_csv(curve_file) if curve_file.exists() else None
-    tau = tau_star(curve) if curve is not None and "holdout_accuracy" in curve.columns else None
+    rows = RunDir(run_dir).threshold_rows()
+    tau = tau_star(pd.DataFrame(rows)) if rows and "holdout_accuracy" in rows[0] else None
     if tau is None:
         raise DagwireError(f"τ*: {run_dir} is not a run of a sweep (no {SWEEP_FILE} above it) and has no hold-out "
                            f"threshold curve: train it with --holdout N, then run `dagwire thresholds {run_dir}`")
