@@ -15,6 +15,8 @@ from dagwire import graphs, spec as specs
 from dagwire.cli import main
 from dagwire.config import build_config
 from dagwire.errors import DagwireError
+from dagwire.rundir import RunDir
+from dagwire.sweep.table import own_tau_star
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,9 +83,7 @@ def test_make_demo_recipe_runs_every_step(tmp_path):
     assert {"sparsity", "nodes"} <= set(features)
     summary = next(line for line in lines if line.startswith("τ*"))
     learned = specs.load(run / "graph.json")
-    rows = {r["threshold"]: r for r in __import__("dagwire.rundir", fromlist=["RunDir"]).RunDir(run).threshold_rows()}
-    from dagwire.sweep.table import own_tau_star
-
+    rows = {r["threshold"]: r for r in RunDir(run).threshold_rows()}
     tau = own_tau_star(run)
     assert summary.endswith(graphs.pruning_summary(learned, tau, rows[0.0]["test_accuracy"],
                                                    rows[tau]["test_accuracy"], "τ*"))
@@ -100,7 +100,7 @@ def test_star_outside_a_sweep_needs_a_hold_out_curve(trained_run, capsys):
     assert "τ must be a number" in capsys.readouterr().err
     assert not (trained_run / "x.png").exists()
     with pytest.raises(DagwireError, match="no hold-out threshold curve"):
-        __import__("dagwire.sweep.table", fromlist=["own_tau_star"]).own_tau_star(trained_run)
+        own_tau_star(trained_run)
 
 
 def test_the_design_pilots_numbers_are_its_runs(capsys):
