@@ -104,14 +104,15 @@ def test_star_outside_a_sweep_needs_a_hold_out_curve(trained_run, capsys):
 
 
 def test_the_design_pilots_numbers_are_its_runs(capsys):
-    """docs/demo.md's rows for the chosen design re-derived from the committed pilot runs."""
+    """docs/demo.md's rows for the chosen design and the larger hold-out re-derived from the committed pilot runs."""
     import runpy
 
     pilot = ROOT / "docs" / "demo" / "pilot"
-    runpy.run_path(str(ROOT / "docs" / "demo" / "pilot.py"), run_name="pilot")["main"](str(pilot / "w300_l2e2"))
+    runpy.run_path(str(ROOT / "docs" / "demo" / "pilot.py"), run_name="pilot")["main"](
+        str(pilot / "w300_l2e2"), str(pilot / "h5000_w300_l2e2"))
     lines = capsys.readouterr().out.strip().splitlines()
     doc = (ROOT / "docs" / "demo.md").read_text()
-    assert len(lines) == 3
+    assert len(lines) == 6
     for line in lines:
         seed = int(line.split()[1].removeprefix("seed"))
         edges, nodes, tau, before, after = (float(x) for x in re.match(
