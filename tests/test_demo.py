@@ -109,12 +109,14 @@ def test_the_design_pilots_numbers_are_its_runs(capsys):
 
     pilot = ROOT / "docs" / "demo" / "pilot"
     runpy.run_path(str(ROOT / "docs" / "demo" / "pilot.py"), run_name="pilot")["main"](
-        str(pilot / "w300_l2e2"), str(pilot / "h5000_w300_l2e2"))
+        str(pilot / "w300_l2e2"), str(pilot / "h5000_w300_l2e2"), str(pilot / "h5000_n18c6_w300_l2e2"))
     lines = capsys.readouterr().out.strip().splitlines()
     doc = (ROOT / "docs" / "demo.md").read_text()
-    assert len(lines) == 6
+    assert len(lines) == 9
     for line in lines:
         seed = int(line.split()[1].removeprefix("seed"))
-        edges, nodes, tau, before, after = (float(x) for x in re.match(
-            r".*kept (\d+) of 105 edges, (\d+) of 15 nodes, τ\* = ([\d.]+), accuracy ([\d.]+) → ([\d.]+)$", line).groups())
-        assert f"| {seed} | {before:.3f} → {after:.3f} | {tau:g} | {int(edges)} | {int(nodes)} |" in doc
+        edges, of_edges, nodes, of_nodes, tau, before, after = re.match(
+            r".*kept (\d+) of (\d+) edges, (\d+) of (\d+) nodes, τ\* = ([\d.]+), accuracy ([\d.]+) → ([\d.]+)$", line).groups()
+        row = f"| {seed} | {float(before):.3f} → {float(after):.3f} | {float(tau):g} |"
+        counts = {f" {edges} | {nodes} |", f" {edges} of {of_edges} | {nodes} of {of_nodes} |"}
+        assert any(row + c in doc for c in counts), line
