@@ -103,20 +103,39 @@ def test_star_outside_a_sweep_needs_a_hold_out_curve(trained_run, capsys):
         own_tau_star(trained_run)
 
 
-def test_the_design_pilots_numbers_are_its_runs(capsys):
-    """docs/demo.md's rows for the chosen design and the larger hold-out re-derived from the committed pilot runs."""
+def pilot_rows(capsys, tolerance=None):
+    """docs/demo/pilot.py's lines for the three candidates after the first design, as doc rows (seed, accuracy, τ*, counts)."""
     import runpy
 
     pilot = ROOT / "docs" / "demo" / "pilot"
     runpy.run_path(str(ROOT / "docs" / "demo" / "pilot.py"), run_name="pilot")["main"](
-        str(pilot / "w300_l2e2"), str(pilot / "h5000_w300_l2e2"), str(pilot / "h5000_n18c6_w300_l2e2"))
-    lines = capsys.readouterr().out.strip().splitlines()
-    doc = (ROOT / "docs" / "demo.md").read_text()
-    assert len(lines) == 9
-    for line in lines:
+        str(pilot / "w300_l2e2"), str(pilot / "h5000_w300_l2e2"), str(pilot / "h5000_n18c6_w300_l2e2"),
+        tolerance=tolerance)
+    rows = []
+    for line in capsys.readouterr().out.strip().splitlines():
         seed = int(line.split()[1].removeprefix("seed"))
         edges, of_edges, nodes, of_nodes, tau, before, after = re.match(
             r".*kept (\d+) of (\d+) edges, (\d+) of (\d+) nodes, τ\* = ([\d.]+), accuracy ([\d.]+) → ([\d.]+)$", line).groups()
         row = f"| {seed} | {float(before):.3f} → {float(after):.3f} | {float(tau):g} |"
-        counts = {f" {edges} | {nodes} |", f" {edges} of {of_edges} | {nodes} of {of_nodes} |"}
+        rows.append((line, row, {f" {edges} | {nodes} |", f" {edges} of {of_edges} | {nodes} of {of_nodes} |"}))
+    return rows
+
+
+def test_the_design_pilots_numbers_are_its_runs(capsys):
+    """docs/demo.md's rows for the chosen design and the larger hold-out re-derived from the committed pilot runs."""
+    doc = (ROOT / "docs" / "demo.md").read_text()
+    rows = pilot_rows(capsys)
+    assert len(rows) == 9
+    for line, row, counts in rows:
         assert any(row + c in doc for c in counts), line
+
+
+def test_the_one_point_tolerance_table_is_the_same_runs_re_read(capsys):
+    """The section on a 1-point tolerance: its nine rows are pilot.py --tolerance 0.01, and they differ from the rule's."""
+    doc = (ROOT / "docs" / "demo.md").read_text()
+    section = doc[doc.index("## A tolerance matched"):doc.index("## Where the demo stands")]
+    rows = pilot_rows(capsys, tolerance=0.01)
+    assert len(rows) == 9 and section.count("\n| ") == 11  # header, rule, nine runs
+    for line, row, counts in rows:
+        assert any(row + c in section for c in counts), line
+    assert [r[1] for r in rows] != [r[1] for r in pilot_rows(capsys)]  # the tolerance changed some τ*

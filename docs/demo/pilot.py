@@ -1,6 +1,7 @@
-"""The demo's design pilot, one line a run: `.venv/bin/python docs/demo/pilot.py docs/demo/pilot/*` (docs/demo.md).
+"""The demo's design pilot, one line a run: `.venv/bin/python docs/demo/pilot.py [--tolerance T] docs/demo/pilot/*`.
 
 Each directory holds one candidate's runs (seed*/: config.yaml, metrics.jsonl, graph.json, thresholds.csv).
+--tolerance: τ* by the same rule with another tolerance than the paper's 0.5 points (docs/demo.md).
 """
 
 import sys
@@ -11,16 +12,20 @@ from dagwire.rundir import RunDir
 from dagwire.sweep.table import own_tau_star
 
 
-def main(*candidates: str) -> None:
+def main(*candidates: str, tolerance: float | None = None) -> None:
     """Print test accuracy unpruned → at the run's own τ*, τ*, and what pruning at τ* kept."""
     for name in candidates:
         for run in sorted(Path(name).glob("seed*")):
             learned = specs.load(run / "graph.json")
             rows = {r["threshold"]: r for r in RunDir(run).threshold_rows()}
-            tau = own_tau_star(run)
+            tau = own_tau_star(run, tolerance)
             print(f"{Path(name).name:12s} {run.name:6s} "
                   + graphs.pruning_summary(learned, tau, rows[0.0]["test_accuracy"], rows[tau]["test_accuracy"], "τ*"))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = sys.argv[1:]
+    if args[:1] == ["--tolerance"]:
+        main(*args[2:], tolerance=float(args[1]))
+    else:
+        main(*args)

@@ -167,14 +167,15 @@ def run_tau_star(run_dir: str | os.PathLike) -> float:
     return float(rows["tau_star"].iloc[0])
 
 
-def own_tau_star(run_dir: str | os.PathLike) -> float:
+def own_tau_star(run_dir: str | os.PathLike, tolerance: float | None = None) -> float:
     """The paper's τ rule (`stats.tau_star`) on one run's own hold-out threshold curve (RUN/thresholds.csv)."""
     import pandas as pd
 
-    from ..stats import tau_star
+    from ..stats import TAU_STAR_TOLERANCE, tau_star
 
     rows = RunDir(run_dir).threshold_rows()
-    tau = tau_star(pd.DataFrame(rows)) if rows and "holdout_accuracy" in rows[0] else None
+    tolerance = TAU_STAR_TOLERANCE if tolerance is None else tolerance
+    tau = tau_star(pd.DataFrame(rows), tolerance) if rows and "holdout_accuracy" in rows[0] else None
     if tau is None:
         raise DagwireError(f"τ*: {run_dir} is not a run of a sweep (no {SWEEP_FILE} above it) and has no hold-out "
                            f"threshold curve: train it with --holdout N, then run `dagwire thresholds {run_dir}`")
