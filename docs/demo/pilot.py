@@ -4,7 +4,7 @@ Each directory holds one candidate's runs (seed*/: config.yaml, metrics.jsonl, g
 --tolerance: τ* by the same rule with another tolerance than the paper's 0.5 points (docs/demo.md).
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 from dagwire import graphs, spec as specs
@@ -24,8 +24,8 @@ def main(*candidates: str, tolerance: float | None = None) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args[:1] == ["--tolerance"]:
-        main(*args[2:], tolerance=float(args[1]))
-    else:
-        main(*args)
+    parser = argparse.ArgumentParser(description="The demo's design pilot, one line a run.")
+    parser.add_argument("candidates", nargs="+", help="pilot candidate directories (each with seed*/ runs)")
+    parser.add_argument("--tolerance", type=float, help="τ*'s accuracy tolerance (default: the paper's 0.5 points)")
+    args = parser.parse_args()
+    main(*args.candidates, tolerance=args.tolerance)
