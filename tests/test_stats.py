@@ -1,6 +1,8 @@
 """τ* (the paper's threshold rule) and the ordering test, on tables with known answers."""
 
 import json
+import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -157,6 +159,22 @@ def test_an_effect_that_shrinks_is_not_called_growth():
     small, large = runs_table(trend=3.0, seed=6), runs_table(trend=0.0, seed=7, channels=8)
     tests = stats.interaction_test(small, large, permutations=499, resamples=499)
     assert all(t.verdict == "does not grow" and not grows(t) and t.p > 0.9 for t in tests)
+
+
+def test_a_feature_at_its_bound_in_some_cells_still_gets_an_interval():
+    # Nodes kept: every run of the easiest dataset at the full 30, one run below it, so that many
+    # resamples of a capacity have a constant feature. Those resamples have no ordering (τ-b 0),
+    # so the interval is finite and no degenerate-data warning reaches the user.
+    small, large = runs_table(trend=3.0, seed=8), runs_table(trend=3.0, seed=9, channels=8)
+    for table in (small, large):
+        table["nodes"] = 30.0
+        table.loc[table.index[-1], "nodes"] = 29.0  # one run of the hardest dataset
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tests = {t.feature: t for t in stats.interaction_test(small, large, permutations=199, resamples=199)}
+    nodes = tests["nodes"]
+    assert nodes.delta == 0 and math.isfinite(nodes.low) and math.isfinite(nodes.high)
+    assert nodes.low <= 0 <= nodes.high and nodes.verdict == "does not grow"
 
 
 def test_ordering_by_channels_command(tmp_path, capsys):

@@ -131,6 +131,12 @@ def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
     return float(kendalltau(x, y, variant="b").statistic)
 
 
+def _tau_b_or_zero(x: Sequence[float], y: Sequence[float]) -> float:
+    """τ-b, or 0 where a variable is constant: a resampled or relabelled set whose feature does not vary has no ordering."""
+    tau = kendall_tau_b(x, y)
+    return 0.0 if math.isnan(tau) else tau
+
+
 def _tau_b_statistic(values: np.ndarray) -> "Callable":
     """τ-b of (ranks, `values`) for many orderings of the ranks at once (permutation_test's `vectorized` form).
 
@@ -284,7 +290,9 @@ def interaction_test(small, large, suffix: str = "", permutations: int = 4999, r
     every dataset alike (a main effect) changes neither Δ nor the permutations, and under the null
     hypothesis that a run's place within its capacity does not depend on the capacity, every
     relabelling is as likely as the observed one. p = (1 + #{permuted Δ at least as far in the
-    paper's direction}) / (1 + permutations). Holm's correction across the features.
+    paper's direction}) / (1 + permutations). A resample or relabelling in which one capacity's
+    feature does not vary (a feature near its bound, such as nodes kept) has no ordering there: its
+    τ-b counts as 0, not as undefined. Holm's correction across the features.
     """
     import pandas as pd
     from scipy.stats import bootstrap, rankdata
@@ -327,7 +335,7 @@ def interaction_test(small, large, suffix: str = "", permutations: int = 4999, r
         def statistic(*groups):
             def tau(gs, order):
                 ranks = np.concatenate([np.full(len(g), order.index(d), float) for g, d in zip(gs, common)])
-                return kendall_tau_b(ranks, np.concatenate(gs))
+                return _tau_b_or_zero(ranks, np.concatenate(gs))
             return tau(groups[k:], order_l) - tau(groups[:k], order_s)
 
         low = high = float("nan")
@@ -350,8 +358,8 @@ def interaction_test(small, large, suffix: str = "", permutations: int = 4999, r
             for members in strata:
                 labels[members] = rng.permutation(labels[members])
             small_d, large_d = datasets_all[~labels], datasets_all[labels]
-            permuted = (kendall_tau_b([rank_large[d] for d in large_d], position[labels])
-                        - kendall_tau_b([rank_small[d] for d in small_d], position[~labels]))
+            permuted = (_tau_b_or_zero([rank_large[d] for d in large_d], position[labels])
+                        - _tau_b_or_zero([rank_small[d] for d in small_d], position[~labels]))
             as_far += bool(sign * permuted >= sign * delta - 1e-12)
         p = (1 + as_far) / (1 + permutations) if not math.isnan(delta) else 1.0
         tests.append(InteractionTest(feature, direction, tau_s, tau_l, delta, low, high, p, p, ""))
