@@ -1,13 +1,20 @@
-"""docs/capacity.md's pilot numbers are the tool's: re-derived here from the committed pilot sweeps."""
+"""docs/capacity.md's numbers are the tool's: the pilot and the study re-derived here from the committed sweeps."""
 
 import json
 import runpy
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from dagwire.cli import cli
+from dagwire.tables import read_runs_table
+
 ROOT = Path(__file__).resolve().parents[1]
 CAPACITY = ROOT / "docs" / "capacity"
 DOC = (ROOT / "docs" / "capacity.md").read_text()
 PILOTS = [str(CAPACITY / "pilot-c8"), str(CAPACITY / "pilot-c8-warmup")]
+TABLES = {4: CAPACITY / "runs_c4.csv", 8: CAPACITY / "runs_c8.csv"}
 
 
 def test_the_pilot_block_is_what_the_script_prints(capsys):
@@ -47,3 +54,38 @@ def test_the_results_script_prints_mean_and_std_of_done_runs_only(tmp_path):
     assert "| parameters at τ\\* | 61.0k ± 1.4k | 70.0k ± – |" in lines
     assert "| sparsity at τ = 0.006 | 0.600 ± 0.141 | 0.600 ± – |" in lines
     assert "| sparsity at τ\\* | – | – |" in lines  # a column the table lacks
+
+
+@pytest.mark.parametrize("channels", sorted(TABLES))
+def test_each_half_is_complete_at_one_design(channels):
+    runs = read_runs_table(TABLES[channels])
+    assert (runs["status"].astype(str) == "done").all() and len(runs) == 15
+    assert runs.groupby("dataset")["seed"].apply(sorted).to_dict() == {
+        d: [0, 1, 2, 3, 4] for d in ("cmnist", "cfashionmnist", "cfashionmnist_t8")}
+    assert set(runs["channels"].astype(int)) == {channels}
+    assert not runs["collapsed"].astype(str).str.lower().eq("true").any()
+    # No machine kind ran one dataset alone: every CPU seen ran every dataset.
+    kinds = runs.assign(cpu=runs["cpu"].astype(str).str.split("; ")).explode("cpu")
+    assert all(group["dataset"].nunique() == 3 for _, group in kinds.groupby("cpu"))
+
+
+@pytest.mark.parametrize("channels", sorted(TABLES))
+def test_the_results_tables_are_what_the_script_prints(channels):
+    results_table = runpy.run_path(str(CAPACITY / "results.py"), run_name="results")["results_table"]
+    assert results_table(TABLES[channels]) in DOC
+
+
+def ordering_output(*args: str) -> str:
+    result = CliRunner().invoke(cli, ["ordering", *(str(a) for a in args)])
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("channels", sorted(TABLES))
+def test_the_verdict_at_each_capacity_is_the_ordering_test(channels):
+    assert f"```text\n{ordering_output(TABLES[channels])}\n```" in DOC
+
+
+def test_the_pooled_test_is_the_ordering_test_by_channels():
+    printed = ordering_output(*(TABLES[c] for c in sorted(TABLES)), "--by", "channels")
+    assert f"```text\n{printed}\n```" in DOC
