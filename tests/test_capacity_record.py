@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from dagwire.cli import cli
-from dagwire.tables import read_runs_table
+from dagwire.tables import CPU_SEPARATOR, read_runs_table
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPACITY = ROOT / "docs" / "capacity"
@@ -65,7 +65,7 @@ def test_each_half_is_complete_at_one_design(channels):
     assert set(runs["channels"].astype(int)) == {channels}
     assert not runs["collapsed"].astype(str).str.lower().eq("true").any()
     # No machine kind ran one dataset alone: every CPU seen ran every dataset.
-    kinds = runs.assign(cpu=runs["cpu"].astype(str).str.split("; ")).explode("cpu")
+    kinds = runs.assign(cpu=runs["cpu"].astype(str).str.split(CPU_SEPARATOR)).explode("cpu")
     assert all(group["dataset"].nunique() == 3 for _, group in kinds.groupby("cpu"))
 
 

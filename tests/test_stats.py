@@ -162,7 +162,7 @@ def test_an_effect_that_shrinks_is_not_called_growth():
 
 
 def test_a_feature_at_its_bound_in_some_cells_still_gets_an_interval():
-    # Nodes kept: every run of the easiest dataset at the full 30, one run below it, so that many
+    # Nodes kept: every run at the full 30 but one run of the hardest dataset, so that many
     # resamples of a capacity have a constant feature. Those resamples have no ordering (τ-b 0),
     # so the interval is finite and no degenerate-data warning reaches the user.
     small, large = runs_table(trend=3.0, seed=8), runs_table(trend=3.0, seed=9, channels=8)

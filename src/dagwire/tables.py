@@ -27,7 +27,8 @@ CAPACITY_COLUMNS = ("channels", "stages", "initial_nodes", "initial_parameters")
 # (dynamics.is_collapsed); empty for runs trained before either was recorded.
 FIT_COLUMNS = ("train_eval_accuracy", "collapsed")
 # ray_node: the Ray node a run ran on ("<node id, 8 hex>@<node IP>"; empty for runs recorded before it existed).
-# cpu: every CPU (model and ISA) the run trained on, in order, "; "-separated (a resumed run may have moved).
+# cpu: every CPU (model and ISA) the run trained on, in order, CPU_SEPARATOR-separated (a resumed run may have moved).
+CPU_SEPARATOR = "; "
 BASE_COLUMNS = ("dataset", "seed", "status", "error", "run_dir", "ray_node", "cpu", *CAPACITY_COLUMNS,
                 "test_accuracy", *FIT_COLUMNS, "thresholded_accuracy", "mean_epoch_seconds", *RETRAIN_COLUMNS)
 DYNAMICS_KEYS = ("A", "B", "C", "D", "edges", "dsc_largest", "dsc_smallest")
