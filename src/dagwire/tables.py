@@ -23,6 +23,10 @@ RETRAIN_COLUMNS = ("retrained_accuracy", "retrained_fit_accuracy", "retrained_fi
 # The initial network's size, so that tables of sweeps at different sizes can be pooled. `nodes` is
 # already the feature "nodes kept", so the initial count is `initial_nodes`.
 CAPACITY_COLUMNS = ("channels", "stages", "initial_nodes", "initial_parameters")
+# The schedule in SGD steps, so that tables of sweeps that trained for different lengths can be
+# pooled (`dagwire ordering --by steps`): total steps, the steps at which lr drops (comma-separated),
+# λ and the steps it ramps over.
+SCHEDULE_COLUMNS = ("steps", "milestones", "lam", "lam_warmup")
 # The fit (accuracy on the training subset without augmentation) and the collapse check
 # (dynamics.is_collapsed); empty for runs trained before either was recorded.
 FIT_COLUMNS = ("train_eval_accuracy", "collapsed")
@@ -30,12 +34,13 @@ FIT_COLUMNS = ("train_eval_accuracy", "collapsed")
 # cpu: every CPU (model and ISA) the run trained on, in order, CPU_SEPARATOR-separated (a resumed run may have moved).
 CPU_SEPARATOR = "; "
 BASE_COLUMNS = ("dataset", "seed", "status", "error", "run_dir", "ray_node", "cpu", *CAPACITY_COLUMNS,
+                *SCHEDULE_COLUMNS,
                 "test_accuracy", *FIT_COLUMNS, "thresholded_accuracy", "mean_epoch_seconds", *RETRAIN_COLUMNS)
 DYNAMICS_KEYS = ("A", "B", "C", "D", "edges", "dsc_largest", "dsc_smallest")
 INT_COLUMNS = {"seed", "retrained_fit_channels", "nodes", "parameters", "max_path", "edge_connectivity", "dyn_edges",
-               "channels", "stages", "initial_nodes", "initial_parameters"}
+               "channels", "stages", "initial_nodes", "initial_parameters", "steps", "lam_warmup"}
 BOOL_COLUMNS = {"q1d", "disconnected", "collapsed"}
-TEXT_COLUMNS = {"dataset", "status", "error", "run_dir", "ray_node", "cpu"}
+TEXT_COLUMNS = {"dataset", "status", "error", "run_dir", "ray_node", "cpu", "milestones"}
 
 
 def feature_columns(stages: int) -> list[str]:

@@ -77,6 +77,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 # decides it before any of the study's seeds 0-4 runs.
 PRESETS["capacity"] = {**PRESETS["repro"], "config": {**PRESETS["repro"]["config"], "channels": 8, "epochs": 46,
                                                       "lr_milestones": ["800s", "1040s"], "lam_warmup": 800}}
+# The long-schedule study (docs/long.md): the capacity design at C = 4 exactly, with one change, the
+# schedule stretched to the paper's proportions, 80 % / 10 % / 10 % of 8,000 steps at lr 0.1 / 0.01 /
+# 0.001 (200 epochs of 40 steps: 6,400 / 800 / 800; the paper has about 31,000 / 3,900 / 3,900).
+# Everything else kept, λ = 5e-3 ramped over the first 800 steps included, so that the schedule is
+# the only difference from docs/capacity/runs_c4.csv and the two tables can be pooled. Fixed on pilot
+# seeds 100-102 before any of the study's seeds 0-4 ran.
+PRESETS["long"] = {**PRESETS["capacity"], "config": {**PRESETS["capacity"]["config"], "channels": 4, "epochs": 200,
+                                                     "lr_milestones": ["6400s", "7200s"]}}
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import DagwireError
 from ..rundir import RunDir
 from ..stats import TAU_STAR_SUFFIX
-from ..tables import (CAPACITY_COLUMNS, CPU_SEPARATOR, FIT_COLUMNS, RETRAIN_COLUMNS, feature_columns, read_runs_table,
+from ..tables import (CAPACITY_COLUMNS, CPU_SEPARATOR, FIT_COLUMNS, RETRAIN_COLUMNS, SCHEDULE_COLUMNS, feature_columns, read_runs_table,
                       runs_frame, write_runs_table)
 from .plan import SWEEP_FILE, plan_from_identity, read_sweep_file
 
@@ -51,7 +51,7 @@ def result_from_disk(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def run_facts(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """A trained run's capacity, fit, collapse and CPU columns, read from its own files.
+    """A trained run's capacity, schedule, fit, collapse and CPU columns, read from its own files.
 
     They are derived here rather than stored in status.json, so that a table rebuilt from runs
     trained before a column existed gets every column its files allow (the collapse check, for
@@ -70,8 +70,12 @@ def run_facts(run_dir: str | os.PathLike) -> dict[str, Any]:
     in_channels, classes = int(learned.meta.get("in_channels", 3)), int(learned.meta.get("num_classes", 10))
     metrics = [json.loads(line) for line in files.metrics.read_text().splitlines() if line.strip()]
     collapsed = learned.meta.get("collapsed")
+    steps_per_epoch = -(-(config.limit_train or 0) // config.batch_size) or None
+    schedule = {"lam": config.lam, "lam_warmup": config.lam_warmup}
+    if steps_per_epoch:  # a run over the whole training split: its steps per epoch are not in its config
+        schedule.update(steps=config.epochs * steps_per_epoch,
+                        milestones=",".join(str(m) for m in config.milestone_steps(steps_per_epoch)))
     if collapsed is None and metrics and files.edge_history.is_file():  # a run from before the check existed
-        steps_per_epoch = -(-(config.limit_train or 0) // config.batch_size) or None
         if steps_per_epoch:
             epoch = first_phase_epoch(config.milestone_steps(steps_per_epoch), steps_per_epoch, config.epochs)
             collapsed = is_collapsed(metrics[epoch - 1]["train_accuracy"], np.load(files.edge_history)[epoch - 1],
@@ -79,7 +83,7 @@ def run_facts(run_dir: str | os.PathLike) -> dict[str, Any]:
     return {"cpu": CPU_SEPARATOR.join(dict.fromkeys(str(m["cpu"]) for m in metrics if m.get("cpu"))),
             "channels": config.channels, "stages": config.stages, "initial_nodes": initial.num_nodes,
             "initial_parameters": parameter_count(initial, config.channels, in_channels, classes),
-            "train_eval_accuracy": learned.meta.get("train_eval_accuracy"), "collapsed": collapsed}
+            "train_eval_accuracy": learned.meta.get("train_eval_accuracy"), "collapsed": collapsed, **schedule}
 
 
 def make_row(dataset: str, seed: int, run_dir: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +92,7 @@ def make_row(dataset: str, seed: int, run_dir: str, result: dict[str, Any]) -> d
     row = {"dataset": dataset, "seed": seed, "status": result.get("status", "pending"),
            "error": "" if done else str(result.get("error") or ""), "run_dir": run_dir,
            "ray_node": str(result.get("ray_node") or ""), "cpu": str(result.get("cpu") or "")}
-    for key in (*CAPACITY_COLUMNS, "test_accuracy", *FIT_COLUMNS, "thresholded_accuracy", "mean_epoch_seconds",
+    for key in (*CAPACITY_COLUMNS, *SCHEDULE_COLUMNS, "test_accuracy", *FIT_COLUMNS, "thresholded_accuracy", "mean_epoch_seconds",
                 *RETRAIN_COLUMNS):
         row[key] = result.get(key) if done else None
     if done:
