@@ -5,6 +5,7 @@ Files are PNG or SVG by suffix and appear atomically (written beside the target,
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -427,5 +428,81 @@ def plot_capacity(summary: Sequence[dict], path: str | os.PathLike, by: str = "c
     np.atleast_1d(axes)[0].legend(fontsize=8, frameon=False)
     fig.suptitle("learned graph at τ* against difficulty, per capacity (paper: 60 nodes, C = 11, τ = 0.006)",
                  fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# Feature trajectories (trajectory.py): the graph at τ after every epoch, and when the ordering appears.
+TRAJECTORY_TITLES = {"edges": "edges kept", "nodes": "nodes kept", "sparsity": "sparsity", "mean_degree": "mean degree",
+                     "parameters": "parameters", "log_paths": "ln paths", "mean_path": "mean path length",
+                     "max_path": "longest path", "edge_connectivity": "edge connectivity"}
+
+
+def _mark_milestones(ax: Any, milestones: Sequence[int]) -> None:
+    """Dotted vertical lines where the learning rate drops."""
+    for k, step in enumerate(milestones):
+        ax.axvline(step, color="grey", linestyle=":", linewidth=1, label="lr drop" if k == 0 else None)
+
+
+def plot_feature_trajectories(summary, milestones: Sequence[int], path: str | os.PathLike, tau: float,
+                              features: Sequence[str] = ("edges", "nodes", "sparsity", "mean_degree")) -> None:
+    """Per feature, each dataset's mean ± std over seeds against the training step; lr drops marked.
+
+    `summary` is `trajectory.trajectory_summary`'s table (datasets easiest first).
+    """
+    fig, axes = plt.subplots(1, len(features), figsize=(4.2 * len(features), 3.6))
+    for ax, feature in zip(np.atleast_1d(axes), features):
+        for k, (dataset, part) in enumerate(summary.groupby("dataset", sort=False)):
+            colour = STAGE_COLOURS[k % len(STAGE_COLOURS)]
+            mean, std = part[feature].to_numpy(float), np.nan_to_num(part[feature + "_std"].to_numpy(float))
+            ax.plot(part["step"], mean, color=colour, linewidth=1.5, label=f"{dataset} ({part['runs'].max()} runs)")
+            ax.fill_between(part["step"], mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+        _mark_milestones(ax, milestones)
+        ax.set_xlabel("SGD step")
+        ax.set_title(TRAJECTORY_TITLES.get(feature, feature))
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=8, frameon=False)
+    fig.suptitle(f"the graph at τ = {tau:g} after dead-path removal, after every epoch (mean ± std over seeds)",
+                 fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_ordering_over_time(rows: Sequence[dict], milestones: Sequence[int], path: str | os.PathLike, tau: float,
+                            alpha: float = 0.05) -> None:
+    """Per feature, Kendall τ-b between difficulty rank and the feature against the step; Holm-significant steps filled.
+
+    `rows` are `trajectory.ordering_over_time`'s. The paper's direction is drawn as the shaded
+    half: τ-b > 0 for a feature that should grow with difficulty, < 0 for sparsity.
+    """
+    features = list(dict.fromkeys(r["feature"] for r in rows))
+    columns = min(4, len(features))
+    lines = math.ceil(len(features) / columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(3.6 * columns, 2.9 * lines), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, feature in zip(axes.flat, features):
+        mine = [r for r in rows if r["feature"] == feature]
+        steps = np.array([r["step"] for r in mine])
+        tau_b = np.array([r["tau_b"] for r in mine], dtype=float)
+        significant = np.array([r["p_holm"] < alpha for r in mine])
+        up = mine[0]["direction"] == "up"
+        ax.axhspan(0, 1.05, color="#55A868", alpha=0.08) if up else ax.axhspan(-1.05, 0, color="#55A868", alpha=0.08)
+        ax.plot(steps, tau_b, color="#4C72B0", linewidth=1.2)
+        ax.scatter(steps[significant], tau_b[significant], color="#4C72B0", s=14, zorder=3,
+                   label=f"Holm p < {alpha:g}")
+        ax.axhline(0, color="black", linewidth=0.6)
+        _mark_milestones(ax, milestones)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_title(f"{TRAJECTORY_TITLES.get(feature, feature)} (paper: {'higher' if up else 'lower'})", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(features):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("SGD step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("τ-b with difficulty")
+    axes.flat[0].legend(fontsize=7, frameon=False, loc="lower left")
+    fig.suptitle(f"when the ordering appears: Kendall τ-b of each feature (τ = {tau:g}) with the difficulty rank; "
+                 "shaded: the paper's direction", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)

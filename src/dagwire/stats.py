@@ -202,11 +202,13 @@ def bootstrap_difference(a: np.ndarray, b: np.ndarray, resamples: int,
 
 
 def ordering_test(df, suffix: str = "", permutations: int = 9999, resamples: int = 9999, seed: int = 0,
-                  alpha: float = ALPHA, label: str = "") -> OrderingResult | None:
+                  alpha: float = ALPHA, label: str = "", pairs: bool = True) -> OrderingResult | None:
     """Test the paper's ordering on a runs table (done, connected, not collapsed runs); None with fewer than 2 datasets.
 
     `suffix` picks the feature columns: "" for the features at the sweep's τ, TAU_STAR_SUFFIX for
     those at τ*. A run whose graph is disconnected at that τ has no features and is left out.
+    `pairs=False` skips the adjacent datasets' bootstrap intervals (a test repeated at many epochs
+    needs τ-b and p alone).
     """
     import pandas as pd
 
@@ -236,15 +238,15 @@ def ordering_test(df, suffix: str = "", permutations: int = 9999, resamples: int
         tau_b, p = permutation_p(ranks, values, direction, permutations, rng)
         groups = {d: part.loc[part["dataset"] == d, column].to_numpy(dtype=float) for d in datasets}
         present = [d for d in datasets if len(groups[d])]
-        pairs = []
-        for easier, harder in zip(present, present[1:]):
+        differences = []
+        for easier, harder in zip(present, present[1:]) if pairs else ():
             diff, low, high = bootstrap_difference(groups[easier], groups[harder], resamples, rng)
-            pairs.append(PairDifference(easier, harder, diff, low, high))
+            differences.append(PairDifference(easier, harder, diff, low, high))
         tests.append(FeatureTest(
             feature, direction, tau_b, p, p, "",
             means={d: float(groups[d].mean()) for d in present},
             stds={d: float(groups[d].std(ddof=1)) if len(groups[d]) > 1 else float("nan") for d in present},
-            pairs=pairs,
+            pairs=differences,
         ))
     for test, adjusted in zip(tests, holm([t.p for t in tests])):
         test.p_holm = adjusted
