@@ -198,6 +198,22 @@ def test_ordering_by_channels_command(tmp_path, capsys):
     assert "== channels = 4" in out and "== channels = 8" in out and out.count(" grows") == len(FEATURES)
 
 
+@pytest.mark.parametrize("late_trend, verdict", [(3.0, "grows"), (0.0, "does not grow")])
+def test_ordering_by_any_column_pools_tables_that_differ_in_it(tmp_path, capsys, late_trend, verdict):
+    """--by steps: the same capacity, two schedules; a planted effect in the longer one only is growth."""
+    for name, trend, seed, steps in (("short", 0.0, 1, 1840), ("long", late_trend, 2, 8000)):
+        (tmp_path / name).mkdir()
+        table = runs_table(trend, seed=seed).assign(steps=steps)
+        write_runs_table(runs_frame(table.to_dict("records")), tmp_path / name)
+    tables = [str(tmp_path / "long" / "runs.csv"), str(tmp_path / "short" / "runs.csv")]  # any order
+    assert main(["ordering", *tables, "--by", "steps", "--json", "--permutations", "399"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["by"] == "steps" and [c["steps"] for c in result["capacities"]] == [1840, 8000]
+    assert {t["verdict"] for t in result["interaction"]} == {verdict}
+    assert main(["ordering", tables[0], tables[0], "--by", "steps"]) == 2  # one schedule only
+    assert "two values" in capsys.readouterr().err
+
+
 def test_ordering_by_channels_bad_input_is_one_line(tmp_path, capsys):
     write_runs_table(runs_frame(runs_table(3.0).to_dict("records")), tmp_path)
     table = str(tmp_path / "runs.csv")
@@ -209,7 +225,7 @@ def test_ordering_by_channels_bad_input_is_one_line(tmp_path, capsys):
     assert main(["ordering", table, str(no_channels / "runs.csv"), "--by", "channels"]) == 2
     assert main(["ordering", table, "--plot", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and "--by channels" in err[0] and "two capacities" in err[1]
+    assert len(err) == 4 and "--by COLUMN" in err[0] and "two values" in err[1]
     assert "no channels column" in err[2] and "needs --by" in err[3]
 
 

@@ -1,9 +1,11 @@
 """`dagwire ordering`: the test of the paper's claim on one runs table, or on several pooled by capacity.
 
 One table: does a harder task learn a denser, deeper graph (`stats.ordering_test`)? Several with
-`--by channels`: that test at each capacity, each table at its own τ*, then per feature whether
-the difficulty effect grows with capacity (`stats.interaction_test`), and optionally the picture
-of graph size against difficulty, one line per capacity (`draw.plot_capacity`).
+`--by COLUMN` (any runs-table column whose value differs between the tables: `channels` for
+capacity, `steps` for the schedule's length): that test at each of the column's two values, each
+at its own τ*, then per feature whether the difficulty effect grows from the smaller value to the
+larger (`stats.interaction_test`), and optionally the picture of graph size against difficulty,
+one line per value (`draw.plot_capacity`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from .stats import TAU_STAR_SUFFIX, OrderingResult
 
 @click.command("ordering")
 @click.argument("runs_files", metavar="RUNS.csv...", nargs=-1, required=True)
-@click.option("--by", type=click.Choice(["channels"]),
-              help="Pool several runs tables by capacity and test whether the ordering grows with it.")
+@click.option("--by", metavar="COLUMN",
+              help="Pool several runs tables by a column whose value differs between them (channels, steps, ...) "
+                   "and test whether the ordering grows with it.")
 @click.option("--tau-column", type=click.Choice(["auto", "tau_star", "threshold"]), default="auto", show_default=True,
               help="Features at τ* (tau_star), at the sweep's τ (threshold), or τ* when every table has it (auto).")
 @click.option("--permutations", type=int, default=9999, show_default=True, help="Permutations of the labels.")
@@ -34,8 +37,9 @@ def ordering_command(runs_files, by, tau_column, permutations, seed, plot_file, 
     Per feature: Kendall's τ-b between difficulty rank (by mean test accuracy) and the feature,
     a one-sided permutation p in the paper's direction, Holm-adjusted across features; per pair
     of adjacent datasets the difference of means with a bootstrap 95 % interval. With --by
-    channels: that per capacity, and per feature Δ = τ-b at the larger C minus at the smaller,
-    with a bootstrap interval and a one-sided permutation p for growth, Holm-adjusted.
+    COLUMN (channels, steps, ...): that at each of its two values, and per feature Δ = τ-b at the
+    larger value minus at the smaller, with a bootstrap interval and a one-sided permutation p for
+    growth, Holm-adjusted.
     """
     import pandas as pd
 
@@ -45,9 +49,10 @@ def ordering_command(runs_files, by, tau_column, permutations, seed, plot_file, 
     if permutations < 1:
         raise DagwireError(f"--permutations must be at least 1, got {permutations}")
     if len(runs_files) > 1 and by is None:
-        raise DagwireError(f"{len(runs_files)} runs tables given: pool them with --by channels, or give one")
+        raise DagwireError(f"{len(runs_files)} runs tables given: pool them with --by COLUMN (channels, steps, ...), "
+                           "or give one")
     if plot_file and by is None:
-        raise DagwireError("--plot draws capacities against each other: it needs --by channels")
+        raise DagwireError("--plot draws the values of --by against each other: it needs --by COLUMN")
     tables = [read_runs_table(path) for path in runs_files]
     has_star = all("tau_star" in df.columns and df["tau_star"].notna().any() for df in tables)
     if tau_column == "tau_star" and not has_star:
@@ -69,11 +74,12 @@ def ordering_command(runs_files, by, tau_column, permutations, seed, plot_file, 
             raise DagwireError(f"{path} has no {by} column (rebuild it with `dagwire sweep --out DIR`)")
     pooled = pd.concat(tables, ignore_index=True)
     pooled = pooled[pooled["status"].astype(str).eq("done")]
-    values = sorted(int(v) for v in pooled[by].dropna().unique())
+    values = sorted(column_value(v) for v in pooled[by].dropna().unique())
     if len(values) != 2:
-        raise DagwireError(f"--by {by} compares two capacities; the tables hold {len(values)} "
+        raise DagwireError(f"--by {by} compares two values; the tables hold {len(values)} "
                            f"({', '.join(map(str, values)) or 'none'})")
-    parts = [pooled[pooled[by] == v] for v in values]
+    keys = pooled[by].map(lambda v: None if pd.isna(v) else column_value(v))
+    parts = [pooled[keys == v] for v in values]
     results = []
     for value, part in zip(values, parts):
         result = ordering_test(part, suffix, permutations, permutations, seed, label=label(part))
@@ -102,6 +108,15 @@ def ordering_command(runs_files, by, tau_column, permutations, seed, plot_file, 
                    f"{t.p_holm:8.4f}  {t.verdict}")
     if plot_file:
         click.echo(f"wrote {plot_file}")
+
+
+def column_value(value):
+    """A runs-table cell as --by compares it: an integer where it is one (4.0 → 4), else a number, else text."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return int(number) if number.is_integer() else number
 
 
 def ordering_lines(result: OrderingResult) -> list[str]:
