@@ -132,3 +132,74 @@ def test_fitted_c_equal_to_the_runs_own_reuses_the_same_c_retraining(trained_run
     assert (fitted.out / "metrics.jsonl").read_text() == (same.out / "metrics.jsonl").read_text()
     assert yaml.safe_load((fitted.out / "config.yaml").read_text())["graph"] == str(fitted.out / "pruned_graph.json")
     assert not (run / "retrain-0.006-fitC.copying").exists()
+
+
+def test_retrain_random_controls_keep_the_pruned_graphs_nodes_and_edges_per_stage(trained_run, capsys):
+    from dagwire.controls import stage_edge_counts
+
+    assert main(["retrain", str(trained_run), "--threshold", "0.006", "--control", "random", "--controls", "2",
+                 "--epochs", "1", "--quiet"]) == 0
+    pruned = graphs.prune(specs.load(trained_run / "graph.json"), 0.006)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("done: random control") for line in lines)
+    graphs_seen = []
+    for k in range(2):
+        out = trained_run / f"retrain-0.006-random{k}"
+        architecture = specs.load(out / "initial_graph.json")
+        assert architecture.active_nodes() == pruned.active_nodes()
+        assert stage_edge_counts(architecture) == stage_edge_counts(pruned)
+        assert graphs.remove_dead_paths(architecture).edges == architecture.edges
+        facts = json.loads((out / "network.json").read_text())
+        assert facts["family"] == "random" and facts["control"] == k and facts["graph_seed"] == [1000, k]
+        assert facts["seed"] == 1000 and facts["channels"] == 2 and facts["tau"] == 0.006
+        assert facts["parameters"] == counts.parameter_count(architecture, 2, 3, 3)
+        assert facts["flops_per_image"] == counts.flops_per_image(architecture, 2, 32, 3, 3)
+        assert facts["cpu_seconds_per_image"] > 0 and facts["edges_per_stage"] == stage_edge_counts(pruned)
+        assert facts["test_accuracy"] == json.loads((out / "graph.json").read_text())["test_accuracy"]
+        graphs_seen.append(architecture.edges)
+    assert len(lines[0].split("edges per stage ")[1].split()[0].split("/")) == 3
+
+
+def test_retrain_width_control_is_the_complete_dag_at_the_nearest_c(trained_run, capsys):
+    assert main(["retrain", str(trained_run), "--control", "width", "--epochs", "1", "--quiet"]) == 0
+    pruned = graphs.prune(specs.load(trained_run / "graph.json"), 0.006)
+    initial = specs.load(trained_run / "initial_graph.json")
+    target = counts.parameter_count(pruned, 2, 3, 3)
+    out = trained_run / "retrain-0.006-width"
+    facts = json.loads((out / "network.json").read_text())
+    best = min(range(1, 40), key=lambda c: abs(counts.parameter_count(initial, c, 3, 3) - target))
+    assert facts["family"] == "width" and facts["channels"] == best
+    assert specs.load(out / "initial_graph.json").edges == initial.edges
+    assert facts["residual"] == counts.parameter_count(initial, best, 3, 3) - target
+    assert f"({facts['residual']:+d} against the learned graph's {target} at τ=0.006)" in capsys.readouterr().out
+
+
+def test_retrain_at_tau_star_and_its_controls(tmp_path, capsys):
+    import numpy as np
+
+    from dagwire.export import resolve_tau
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(96, 3, 32, 32), dtype="uint8")
+    y = np.arange(96) % 3
+    np.savez(tmp_path / "d.npz", x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--nodes", "6", "--stages", "2", "--channels", "2",
+                 "--batch-size", "16", "--epochs", "1", "--lam", "0.5", "--holdout", "16", "--quiet",
+                 "--out", str(run)]) == 0
+    assert main(["thresholds", str(run), "--quiet"]) == 0
+    tau = resolve_tau(load_run(run), "star")  # the run's own τ*, from its hold-out threshold curve
+    assert main(["retrain", str(run), "--threshold", "star", "--control", "random", "--controls", "1",
+                 "--epochs", "1", "--quiet"]) == 0
+    assert (run / f"retrain-{tau:g}-random0" / "network.json").is_file()
+    assert main(["retrain", str(run), "--threshold", "star", "--epochs", "1", "--quiet"]) == 0
+    assert json.loads((run / f"retrain-{tau:g}" / "network.json").read_text())["family"] == "learned"
+
+
+@pytest.mark.parametrize("args", [["--control", "random", "--out", "x"], ["--control", "random", "--fit-channels"],
+                                  ["--control", "random", "--controls", "0"], ["--control", "noise"],
+                                  ["--threshold", "nan"]])
+def test_bad_control_options(trained_run, args, capsys):
+    assert main(["retrain", str(trained_run), "--epochs", "1", "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -156,6 +156,26 @@ def time_epoch(model: nn.Module, images: int, batch: int, image: int, device: to
     return _seconds(epoch, device)
 
 
+def time_inference(model: nn.Module, batch: int = 100, image: int = 32, in_channels: int = 3, repeats: int = 5,
+                   warmup: int = 2, threads: int = 1) -> float:
+    """Median CPU seconds per image of eval-mode forward passes on a synthetic batch, on `threads` torch threads.
+
+    One thread by default, so that networks measured on a busy machine, or on machines with
+    different core counts, compare by their work rather than by the cores they were given.
+    """
+    device = torch.device("cpu")
+    model = model.to(device).eval()
+    x = torch.randn(batch, in_channels, image, image, generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            times = [_seconds(lambda: model(x), device) for _ in range(warmup + repeats)]
+    finally:
+        torch.set_num_threads(before)
+    return statistics.median(times[warmup:]) / batch
+
+
 def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
     """fp32 GFLOP/s of a square matmul on `device`, its best of `repeats`: the machine's ceiling."""
     a = torch.randn(size, size, device=device)

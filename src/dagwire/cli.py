@@ -272,22 +272,39 @@ def thresholds(run, grid, device, quiet) -> None:
 
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--threshold", type=float, default=DEFAULT_TAU, show_default=True)
+@click.option("--threshold", default=str(DEFAULT_TAU), show_default=True, help=TAU_HELP)
 @click.option("--fit-channels", is_flag=False, flag_value="full", default=None,
               help="Fit C so the parameter count is nearest to TARGET (default: the complete network's).")
-@click.option("--seed", type=int, help="Seed of the new initialisation (default: the run's + 1000).")
+@click.option("--control", "control_kinds", multiple=True, type=click.Choice(["random", "width"]),
+              help="Train controls instead, each into RUN/retrain-τ-<control>: 'random', random graphs on the "
+                   "pruned graph's live nodes with its edges per stage; 'width', the complete DAG at the C "
+                   "nearest its parameters. Repeat for both.")
+@click.option("--controls", "control_count", type=int, default=2, show_default=True,
+              help="How many random controls (--control random).")
+@click.option("--seed", type=int, help="Seed of the new initialisation, and of the random controls' graphs "
+                                       "(default: the run's + 1000).")
 @click.option("--epochs", type=int, help="Epochs (default: the run's).")
 @click.option("--device", help="Device (default: the run's).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default RUN/retrain-τ[-fitC]).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted retraining in --out.")
 @click.option("--quiet", is_flag=True)
-def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, quiet) -> None:
-    """Train the pruned architecture of RUN from scratch with a new seed, same regime (App. B–C)."""
-    from .prune import full_parameter_count, load_run, retrain_run
+def retrain(run, threshold, fit_channels, control_kinds, control_count, seed, epochs, device, out, resume,
+            quiet) -> None:
+    """Train the pruned architecture of RUN from scratch with a new seed, same regime (App. B–C); or its controls."""
+    from .config import parse_tau
+    from .export import resolve_tau
+    from .prune import full_parameter_count, load_run, network_facts, retrain_run
 
-    if not threshold >= 0:
-        raise DagwireError(f"--threshold must be >= 0, got {threshold}")
+    tau_given = parse_tau(threshold)
+    if not isinstance(tau_given, str) and not (tau_given >= 0 and tau_given != float("inf")):
+        raise DagwireError(f"--threshold must be a number >= 0 or 'star', got {threshold}")
+    if control_kinds and (out or fit_channels is not None):
+        raise DagwireError("--control trains into RUN/retrain-τ-<control> at the run's C: drop --out and --fit-channels")
     trained = load_run(run, device)
+    tau = resolve_tau(trained, tau_given)
+    if control_kinds:
+        _retrain_controls(trained, tau, control_kinds, control_count, seed, epochs, device, resume, quiet)
+        return
     target = None
     if fit_channels is not None:
         try:
@@ -296,13 +313,32 @@ def retrain(run, threshold, fit_channels, seed, epochs, device, out, resume, qui
             raise DagwireError(f"--fit-channels takes a parameter count, got {fit_channels!r}") from None
         if target < 1:
             raise DagwireError(f"--fit-channels target must be positive, got {target}")
-    config, result = retrain_run(trained, threshold, fit=target is not None, target=target, seed=seed, out=out,
+    config, result = retrain_run(trained, tau, fit=target is not None, target=target, seed=seed, out=out,
                                  resume=resume, progress=not quiet, epochs=epochs, device=device)
-    out_dir = result.out
+    facts = network_facts(result.out, {"family": "learned_fit" if target is not None else "learned", "tau": tau})
     click.echo(
-        f"done: retrained C={config.channels}, seed {config.seed}: test accuracy {result.test_accuracy:.4f}; "
-        f"run in {out_dir}"
+        f"done: retrained C={config.channels}, seed {config.seed}: test accuracy {result.test_accuracy:.4f} "
+        f"({facts['parameters']} parameters); run in {result.out}"
     )
+
+
+def _retrain_controls(trained, tau: float, kinds, count: int, seed, epochs, device, resume: bool, quiet: bool) -> None:
+    """`dagwire retrain --control`: plan the controls of RUN at τ, train each, one line on each."""
+    from . import counts
+    from .prune import connected_pruning, io_sizes, network_facts, plan_controls, retrain_control
+
+    learned = counts.parameter_count(connected_pruning(trained, tau), trained.config.channels, *io_sizes(trained))
+    for control in plan_controls(trained, tau, kinds, count, seed):
+        config, result = retrain_control(trained, tau, control, seed=seed, resume=True if resume else None,
+                                         progress=not quiet, epochs=epochs, device=device)
+        facts = network_facts(result.out)
+        if facts["family"] == "width":
+            what = (f"width control, the complete DAG at C={config.channels}: {facts['parameters']} parameters "
+                    f"({facts['residual']:+d} against the learned graph's {learned} at τ={tau:g})")
+        else:
+            what = (f"random control {facts['control']} (graph seed {facts['graph_seed']}): {facts['nodes']} nodes, "
+                    f"edges per stage {'/'.join(map(str, facts['edges_per_stage']))}, {facts['parameters']} parameters")
+        click.echo(f"done: {what}; seed {config.seed}: test accuracy {result.test_accuracy:.4f}; run in {result.out}")
 
 
 @cli.command("export")

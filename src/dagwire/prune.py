@@ -12,7 +12,7 @@ import io
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -109,23 +109,41 @@ def retrain_config(
     fit_channels: int | None = None, **overrides,
 ) -> TrainConfig:
     """Write the pruned graph into `out` and return the config that trains it from scratch."""
-    pruned = graphs.prune(trained.learned, tau)
-    if not graphs.is_connected(pruned):
-        raise DagwireError(f"at τ={tau} the learned graph of {trained.path} is disconnected: nothing to retrain")
+    pruned = connected_pruning(trained, tau)
     channels = trained.config.channels
     if fit_channels is not None:
-        channels = counts.fit_channels(
-            pruned, fit_channels, int(trained.learned.meta.get("in_channels", 3)),
-            int(trained.learned.meta.get("num_classes", 10)),
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    graph_path = (out / "pruned_graph.json").resolve()
-    specs.save(pruned, graph_path, source_run=str(trained.path), threshold=tau)
+        channels = counts.fit_channels(pruned, fit_channels, *io_sizes(trained))
+    return architecture_config(trained, pruned, channels, out, seed=seed,
+                               meta={"source_run": str(trained.path), "threshold": tau}, **overrides)
+
+
+def connected_pruning(trained: TrainedRun, tau: float) -> specs.GraphSpec:
+    """The learned graph pruned at τ; DagwireError when that cuts the output off (nothing to retrain)."""
+    pruned = graphs.prune(trained.learned, tau)
+    if not graphs.is_connected(pruned):
+        raise DagwireError(f"at τ={tau:g} the learned graph of {trained.path} is disconnected: nothing to retrain")
+    return pruned
+
+
+def io_sizes(trained: TrainedRun) -> tuple[int, int]:
+    """(input channels, classes) of the run's network, as its graph.json recorded them."""
+    return int(trained.learned.meta.get("in_channels", 3)), int(trained.learned.meta.get("num_classes", 10))
+
+
+def architecture_config(trained: TrainedRun, graph: specs.GraphSpec | None, channels: int, out: Path, *,
+                        seed: int | None = None, meta: dict[str, Any] | None = None, **overrides) -> TrainConfig:
+    """The config that trains `graph` (None: the run's own initial DAG) at C = `channels` from scratch, in the run's regime.
+
+    A graph is written into `out` as pruned_graph.json first, with `meta`'s keys added.
+    """
+    changes: dict = {}
+    if graph is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        graph_path = (out / "pruned_graph.json").resolve()
+        specs.save(graph, graph_path, **(meta or {}))
+        changes["graph"] = str(graph_path)
     return replace(
-        trained.config,
-        graph=str(graph_path),
-        channels=channels,
-        seed=trained.config.seed + 1000 if seed is None else seed,
+        trained.config, channels=channels, seed=trained.config.seed + 1000 if seed is None else seed, **changes,
         **{k: v for k, v in overrides.items() if v is not None},
     ).validate()
 
@@ -160,25 +178,37 @@ def retrain_run(
     """
     fit = fit or target is not None
     out_dir = Path(out) if out is not None else retrain_dir(trained.path, tau, fit)
+
+    def make_config() -> TrainConfig:
+        goal = full_parameter_count(trained) if fit and target is None else target
+        return retrain_config(trained, tau, out_dir, seed=seed, fit_channels=goal if fit else None, **overrides)
+
+    reuse = (lambda config: _reuse_same_channels(trained, tau, config, out_dir)) if fit else None
+    return _train_in(out_dir, make_config, resume, progress, dataset, overrides.get("device"), reuse)
+
+
+def _train_in(out_dir: Path, make_config: Callable[[], TrainConfig], resume: bool | None, progress: bool,
+              dataset: Dataset | None, device: str | None,
+              reuse: Callable[[TrainConfig], TrainResult | None] | None = None) -> tuple[TrainConfig, TrainResult]:
+    """Train a retraining into `out_dir`, continued, reused or new as `retrain_run` documents `resume`.
+
+    `make_config` sets up a new one; `reuse` may return the result of an equal finished retraining instead.
+    """
     files = RunDir(out_dir)
-    finished = files.trained()
     present = files.checkpoint.exists() or files.graph.exists()
     if resume is None:
-        if finished:
-            return load_run_config(out_dir, device=overrides.get("device")), _finished_result(out_dir)
+        if files.trained():
+            return load_run_config(out_dir, device=device), _finished_result(out_dir)
         resume = present or files.config.exists()
     if resume:
-        config = load_run_config(out_dir, device=overrides.get("device"))
+        config = load_run_config(out_dir, device=device)
     else:
         if present:
             raise DagwireError(f"{out_dir} already holds a retraining; add --resume or give another --out")
-        if fit and target is None:
-            target = full_parameter_count(trained)
-        config = retrain_config(trained, tau, out_dir, seed=seed, fit_channels=target if fit else None, **overrides)
-        if fit:
-            reused = _reuse_same_channels(trained, tau, config, out_dir)
-            if reused is not None:
-                return config, reused
+        config = make_config()
+        reused = reuse(config) if reuse is not None else None
+        if reused is not None:
+            return config, reused
     return config, train(config, out_dir, resume=resume, progress=progress, dataset=dataset)
 
 
@@ -213,3 +243,97 @@ def _finished_result(out_dir: Path) -> TrainResult:
     learned = specs.load(RunDir(out_dir).graph)
     return TrainResult(out_dir, float(learned.meta["test_accuracy"]), float(learned.meta["thresholded_accuracy"]),
                        learned)
+
+
+# --------------------------------------------------------------------------------------------
+# Controls: is the learned wiring better than any graph of its size?
+
+CONTROL_KINDS = ("random", "width")
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control of a run's pruned network: its directory name, graph (None: the run's initial DAG), C, records."""
+
+    name: str  # random<k> or width
+    graph: specs.GraphSpec | None
+    channels: int
+    record: dict[str, Any]  # what network.json adds: family, control index, graph seed, residual
+
+
+def plan_controls(trained: TrainedRun, tau: float, kinds: Sequence[str], count: int = 2,
+                  graph_seed: int | None = None) -> list[Control]:
+    """The controls of the run's graph pruned at τ: `count` random graphs of its size, and/or the width control.
+
+    Random control k is drawn from the generator seeded with [graph_seed, k] (default graph_seed:
+    the retraining's default seed, the run's + 1000); see `controls.random_controls`.
+    """
+    from .controls import random_controls, width_channels
+
+    pruned = connected_pruning(trained, tau)
+    channels = trained.config.channels
+    seed = trained.config.seed + 1000 if graph_seed is None else graph_seed
+    planned: list[Control] = []
+    for kind in dict.fromkeys(kinds):
+        if kind == "random":
+            if count < 1:
+                raise DagwireError(f"--controls must be at least 1, got {count}")
+            for k, graph in enumerate(random_controls(pruned, count, seed)):
+                record = {"family": "random", "control": k, "graph_seed": [seed, k]}
+                planned.append(Control(f"random{k}", graph, channels, record))
+        elif kind == "width":
+            initial = specs.load(RunDir(trained.path).initial_graph)
+            width, residual = width_channels(initial, pruned, channels, *io_sizes(trained))
+            planned.append(Control("width", None, width, {"family": "width", "residual": residual}))
+        else:
+            raise DagwireError(f"unknown control {kind!r}; available: {', '.join(CONTROL_KINDS)}")
+    return planned
+
+
+def retrain_control(trained: TrainedRun, tau: float, control: Control, *, seed: int | None = None,
+                    resume: bool | None = None, progress: bool = False, dataset: Dataset | None = None,
+                    **overrides) -> tuple[TrainConfig, TrainResult]:
+    """Train a control from scratch in the run's regime into RUN/retrain-<τ>-<name>, and record its network.json.
+
+    `resume` as in `retrain_run`; a control already there keeps its own graph and config.
+    """
+    out_dir = RunDir(trained.path).control(tau, control.name).path
+
+    def make_config() -> TrainConfig:
+        return architecture_config(trained, control.graph, control.channels, out_dir, seed=seed,
+                                   meta={"source_run": str(trained.path), "threshold": tau, **control.record},
+                                   **overrides)
+
+    config, result = _train_in(out_dir, make_config, resume, progress, dataset, overrides.get("device"))
+    network_facts(out_dir, {"tau": tau, **control.record})
+    return config, result
+
+
+def network_facts(out_dir: str | os.PathLike, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A finished retraining's network.json: `record` (family, τ, ...), seed, C, nodes, edges per stage,
+    parameters, FLOPs and measured CPU seconds per image (`bench.time_inference`); computed once, then read."""
+    from .bench import time_inference
+    from .controls import stage_edge_counts
+    from .files import atomic_write_json
+    from .machine import cpu_label
+    from .model import create_model
+
+    files = RunDir(out_dir)
+    if files.network.is_file():
+        import json
+
+        return json.loads(files.network.read_text())
+    config = load_run_config(out_dir)
+    architecture, learned = specs.load(files.initial_graph), specs.load(files.graph)
+    sizes = int(learned.meta.get("in_channels", 3)), int(learned.meta.get("num_classes", 10))
+    facts = {**(record or {}), "seed": config.seed, "channels": config.channels,
+             "nodes": len(architecture.active_nodes()), "edges": architecture.num_edges,
+             "edges_per_stage": stage_edge_counts(architecture),
+             "parameters": counts.parameter_count(architecture, config.channels, *sizes),
+             "flops_per_image": counts.flops_per_image(architecture, config.channels, 32, *sizes),
+             "test_accuracy": float(learned.meta["test_accuracy"]),
+             "cpu_seconds_per_image": time_inference(create_model(architecture, config.channels, *sizes),
+                                                     in_channels=sizes[0]),
+             "cpu": cpu_label(), "threads": 1}
+    atomic_write_json(files.network, facts)
+    return facts

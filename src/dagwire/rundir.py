@@ -9,11 +9,15 @@
     weights.pt          the final state_dict (plain tensors)
 and, for a run measured by a sweep:
     thresholds.csv/.png accuracy (no fine-tuning) and sparsity over τ
+    tau_tolerance.json  by `dagwire thresholds` only: the tolerance it chose the run's own τ* with
     features.json       SPEC §5 features at the config's τ and C
     dynamics.json       SPEC §7 statistics of the edge history
     status.json         {"status": "done" | "failed", ...}, written last
     error.log           the traceback of a failed run
     retrain-<τ>[-fitC]/ the pruned network trained from scratch (same C, or C fitted)
+    retrain-<τ>-random<k>/, retrain-<τ>-width/
+                        its controls trained from scratch: a random graph of its size, a narrower complete DAG
+and, in each retraining, network.json: its family, size, FLOPs and measured CPU time per image
 """
 
 from __future__ import annotations
@@ -90,6 +94,11 @@ class RunDir:
         return self.path / "thresholds.png"
 
     @property
+    def tau_tolerance(self) -> Path:
+        """tau_tolerance.json: the tolerance (accuracy points) of the run's own τ*, as `dagwire thresholds` chose it."""
+        return self.path / "tau_tolerance.json"
+
+    @property
     def features(self) -> Path:
         """features.json: the learned graph's features at the run's τ."""
         return self.path / "features.json"
@@ -126,6 +135,15 @@ class RunDir:
     def retrain(self, tau: float, fit: bool) -> "RunDir":
         """retrain-<τ:g> (same C) or retrain-<τ:g>-fitC: the pruned network trained from scratch."""
         return RunDir(self.path / (f"retrain-{tau:g}" + ("-fitC" if fit else "")))
+
+    def control(self, tau: float, name: str) -> "RunDir":
+        """retrain-<τ:g>-<name> (name: random<k> or width): a control of the pruned network, trained from scratch."""
+        return RunDir(self.path / f"retrain-{tau:g}-{name}")
+
+    @property
+    def network(self) -> Path:
+        """network.json (in a retraining): its family, parameters, FLOPs and CPU time per image."""
+        return self.path / "network.json"
 
     # --- state ---
     def started(self) -> bool:
