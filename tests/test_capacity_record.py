@@ -89,3 +89,28 @@ def test_the_verdict_at_each_capacity_is_the_ordering_test(channels):
 def test_the_pooled_test_is_the_ordering_test_by_channels():
     printed = ordering_output(*(TABLES[c] for c in sorted(TABLES)), "--by", "channels")
     assert f"```text\n{printed}\n```" in DOC
+
+
+DATASET_NAMES = {"cmnist": "CMNIST", "cfashionmnist": "CFashionMNIST", "cfashionmnist_t8": "CFashionMNIST_T8"}
+# The length test's numbers the page quotes, step 800 against the end: feature -> (Δ, Holm p).
+QUOTED_GROWTH = {4: {"sparsity": (-0.747, 0.034), "mean_degree": (0.747, 0.034), "parameters": (0.911, 0.034),
+                     "edge_connectivity": (0.712, 0.034)},
+                 8: {"log_paths": (0.676, 0.042)}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels", sorted(TABLES))
+def test_the_trajectory_table_and_the_length_test_are_the_tools(channels):
+    from dagwire.trajectory import length_test, load_trajectories, trajectory_summary
+
+    table = load_trajectories(CAPACITY / f"sweep-c{channels}", progress=False)
+    summary = trajectory_summary(table).set_index(["dataset", "step"])
+    for dataset, name in DATASET_NAMES.items():
+        cells = " | ".join(f"{summary.loc[(dataset, s), 'edges']:.1f} ± {summary.loc[(dataset, s), 'edges_std']:.1f}"
+                           for s in (40, 800, 1040, 1840))
+        assert f"| {channels} | {name} | {cells} |" in DOC
+    tests = {t.feature: t for t in length_test(table, 800, 1840)}
+    assert {f for f, t in tests.items() if t.verdict == "grows"} == set(QUOTED_GROWTH[channels])
+    for feature, (delta, p_holm) in QUOTED_GROWTH[channels].items():
+        assert tests[feature].delta == pytest.approx(delta, abs=5e-4)
+        assert tests[feature].p_holm == pytest.approx(p_holm, abs=5e-4)
