@@ -64,3 +64,16 @@ def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_
 
 # Every `dagwire train` flag, after the sweep's own options: built from TrainConfig in options.py.
 sweep_command.params.extend(train_option_params())
+
+
+def _lam_axis_option(params: list) -> None:
+    """--lam of a sweep also takes several λ (0,1e-3,5e-3): the λ axis, every run at each (make_plan parses it)."""
+    for param in params:
+        if param.name == "lam":
+            param.type = click.STRING
+            shown = (param.help or "")[(param.help or "").rfind(" [default"):] if "[default" in (param.help or "") else ""
+            param.help = ("λ of the L1 resources term; several, comma-separated (0,1e-3,5e-3), make a λ axis: "
+                          "every (dataset, seed) at each λ, in runs/<dataset>/lam<λ>/seed<s>." + shown)
+
+
+_lam_axis_option(sweep_command.params)

@@ -182,12 +182,17 @@ class SweepPlan:
     device: str = "cpu"
     preset: str | None = None
     retrain: bool = False  # retrain each run's pruned network (same C, fitted C) after it is measured
+    # The λ axis: several λ, each run at every one of them (None: one λ, config["lam"], as every
+    # sweep made before the axis existed, whose identity and run directories stay as they were).
+    lams: list[float] | None = None
 
-    def run_config(self, dataset: str, seed: int):
-        """The TrainConfig of the run (dataset, seed)."""
+    def run_config(self, dataset: str, seed: int, lam: float | None = None):
+        """The TrainConfig of the run (dataset, seed), at λ `lam` on the λ axis (None: the config's λ)."""
         from ..config import build_config
 
         values = {**self.effective(dataset), "dataset": dataset, "seed": seed, "device": self.device}
+        if lam is not None:
+            values["lam"] = lam
         return build_config(None, **values)
 
     def effective(self, dataset: str) -> dict[str, Any]:
@@ -200,14 +205,49 @@ class SweepPlan:
 
     def identity(self) -> dict[str, Any]:
         """What sweep.yaml stores (the preset is recorded for information, not compared)."""
-        return {"format": SWEEP_FORMAT, "preset": self.preset, "datasets": list(self.datasets),
-                "seeds": list(self.seeds), "retrain": bool(self.retrain), "config": dict(self.config),
-                "per_dataset": {d: dict(v) for d, v in self.per_dataset.items() if v}}
+        identity = {"format": SWEEP_FORMAT, "preset": self.preset, "datasets": list(self.datasets),
+                    "seeds": list(self.seeds), "retrain": bool(self.retrain), "config": dict(self.config),
+                    "per_dataset": {d: dict(v) for d, v in self.per_dataset.items() if v}}
+        if self.lams:  # only a sweep with the λ axis records it: one made without it reads as before
+            identity["lams"] = list(self.lams)
+        return identity
 
     def runs(self) -> list[tuple[str, int, str]]:
-        """(dataset, seed, run directory relative to the sweep directory), datasets outer, seeds inner."""
+        """(dataset, seed, run directory relative to the sweep directory), datasets outer, then λ, seeds inner."""
+        return [(d, s, rel) for d, s, rel, _ in self.lam_runs()]
+
+    def lam_runs(self) -> list[tuple[str, int, str, float | None]]:
+        """`runs` with each run's λ: runs/<dataset>/seed<s> and None (the config's λ) without the λ axis,
+        runs/<dataset>/lam<λ>/seed<s> and λ on it."""
         names = run_dir_names(self.datasets)
-        return [(d, s, f"runs/{names[d]}/seed{s}") for d in self.datasets for s in self.seeds]
+        if not self.lams:
+            return [(d, s, f"runs/{names[d]}/seed{s}", None) for d in self.datasets for s in self.seeds]
+        return [(d, s, f"runs/{names[d]}/{lam_dir_name(lam)}/seed{s}", lam)
+                for d in self.datasets for lam in self.lams for s in self.seeds]
+
+
+def lam_dir_name(lam: float) -> str:
+    """The folder of one λ on the λ axis: lam0, lam0.001, lam0.02 (`g` format, as retrain-<τ> names τ)."""
+    return f"lam{lam:g}"
+
+
+def parse_lams(value: Any) -> list[float]:
+    """λ values from a number, a list, or text such as `0,1e-3,5e-3` (each a number >= 0, none twice)."""
+    parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    lams: list[float] = []
+    for part in parts:
+        try:
+            lam = float(str(part).strip())
+        except ValueError:
+            raise DagwireError(f"--lam {value!r}: expected numbers >= 0 separated by commas, like 0,1e-3,5e-3") from None
+        if not (math.isfinite(lam) and lam >= 0):
+            raise DagwireError(f"--lam {value!r}: λ must be a number >= 0, got {part}")
+        if lam in lams:
+            raise DagwireError(f"--lam {value!r}: λ = {lam:g} is given twice")
+        lams.append(lam)
+    if not lams:
+        raise DagwireError(f"--lam {value!r}: no λ given")
+    return lams
 
 
 def seed_major(runs: list[tuple[str, int, str]], seeds: list[int]) -> list[tuple[str, int, str]]:
@@ -236,6 +276,10 @@ def make_plan(
             raise DagwireError(f"unknown preset {preset!r}; available: {', '.join(sorted(PRESETS))}")
         chosen = PRESETS[preset]
     given = {**(read_yaml(config_path) if config_path else {}), **given_values(flags)}
+    lams = parse_lams(given["lam"]) if given.get("lam") is not None else None
+    if lams is not None:  # one λ is a plain config value, as before the axis; several make the axis
+        given["lam"] = lams[0]
+        lams = lams if len(lams) > 1 else None
 
     if datasets is not None and flags.get("dataset") is not None:
         raise DagwireError("give either --datasets or --dataset, not both")
@@ -263,9 +307,10 @@ def make_plan(
         kept = {k: v for k, v in extra.items() if k not in given}  # what the user gave wins
         if normal in dataset_list and kept:
             per_dataset[normal] = _recorded_paths(kept)
-    plan = SweepPlan(dataset_list, seed_list, config, per_dataset, device, preset, bool(retrain))
+    plan = SweepPlan(dataset_list, seed_list, config, per_dataset, device, preset, bool(retrain), lams)
     for dataset in dataset_list:  # every run's configuration must be valid before anything starts
-        plan.run_config(dataset, seed_list[0])
+        for lam in lams or [None]:
+            plan.run_config(dataset, seed_list[0], lam)
     if config["graph"] not in ("complete", "local"):
         from .. import spec as specs
 
@@ -290,7 +335,8 @@ def describe_plan(plan: SweepPlan, todo: int, cpus_per_run: int = 1, slots: int 
     from ..config import TAU_GRID
 
     slots = slots or max(1, (os.cpu_count() or 1) // cpus_per_run)
-    lines = [f"plan: {len(plan.datasets)} datasets × {len(plan.seeds)} seeds = {len(plan.runs())} runs "
+    axis = f"{len(plan.lams)} λ ({', '.join(f'{lam:g}' for lam in plan.lams)}) × " if plan.lams else ""
+    lines = [f"plan: {len(plan.datasets)} datasets × {axis}{len(plan.seeds)} seeds = {len(plan.runs())} runs "
              f"({todo} to do), {slots} at a time" + (f" (preset {plan.preset})" if plan.preset else "")]
     seconds_per_run = []
     for dataset in plan.datasets:
@@ -301,7 +347,7 @@ def describe_plan(plan: SweepPlan, todo: int, cpus_per_run: int = 1, slots: int 
         per_epoch = math.ceil(config.limit_train / config.batch_size)
         phases = ", ".join(f"{steps} at lr {lr:.3g}" for lr, steps in lr_phases(config, per_epoch))
         lines.append(f"  {dataset}: {config.epochs} epochs × {per_epoch} steps = {config.epochs * per_epoch} steps "
-                     f"({phases}); λ = {config.lam:g}"
+                     f"({phases}); λ = {', '.join(f'{lam:g}' for lam in plan.lams or [config.lam])}"
                      + (f", ramped up from 0 over the first {config.lam_warmup} steps" if config.lam_warmup else ""))
         if step_seconds is None:
             step_seconds = _time_one_step(config, cpus_per_run)
@@ -338,7 +384,8 @@ def plan_from_identity(identity: dict[str, Any], device: str | None = None) -> S
     """The plan stored in a sweep.yaml (device: the one to run on now)."""
     return SweepPlan(list(identity["datasets"]), [int(s) for s in identity["seeds"]], dict(identity["config"]),
                      {d: dict(v) for d, v in (identity.get("per_dataset") or {}).items()},
-                     device or "cpu", identity.get("preset"), bool(identity.get("retrain", False)))
+                     device or "cpu", identity.get("preset"), bool(identity.get("retrain", False)),
+                     [float(v) for v in identity["lams"]] if identity.get("lams") else None)
 
 
 def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -379,6 +426,9 @@ def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     # A sweep.yaml from before --retrain existed has no key: it did not retrain.
     if bool(old.get("retrain", False)) != bool(new.get("retrain", False)):
         return f"retrain ({bool(old.get('retrain', False))} there, {bool(new.get('retrain', False))} now)"
+    # A sweep.yaml from before the λ axis existed, or of one λ, has no key: its λ is config's lam.
+    if old.get("lams") != new.get("lams"):
+        return f"lams ({_short(old.get('lams'))} there, {_short(new.get('lams'))} now)"
     from dataclasses import fields
 
     from ..config import TrainConfig

@@ -86,9 +86,10 @@ def _run_held(plan: SweepPlan, sweep_dir: Path, address: str | None, cpus_per_ru
 
     new = prepare_dir(sweep_dir, plan)
     runs = plan.runs()
-    rows = {(d, s): make_row(d, s, rel, {"status": "pending"} if new else result_from_disk(sweep_dir / rel))
+    # Keyed by run directory: on the λ axis one (dataset, seed) has a run at every λ.
+    rows = {rel: make_row(d, s, rel, {"status": "pending"} if new else result_from_disk(sweep_dir / rel))
             for d, s, rel in runs}
-    todo = seed_major([(d, s, rel) for d, s, rel in runs if rows[(d, s)]["status"] != "done"], list(plan.seeds))
+    todo = seed_major([(d, s, rel) for d, s, rel in runs if rows[rel]["status"] != "done"], list(plan.seeds))
     stages = int(plan.config["stages"])
 
     started = False
@@ -104,9 +105,16 @@ def _run_held(plan: SweepPlan, sweep_dir: Path, address: str | None, cpus_per_ru
         elif upgrade_sweep_file(sweep_dir):
             click.echo(f"{sweep_dir / SWEEP_FILE}: data_dir now recorded relative to the dagwire checkout "
                        "(the same place), so that it resolves on another machine", err=True)
+        if not new:
+            from ..upgrade import upgrade_run_configs
+
+            upgraded = upgrade_run_configs(sweep_dir / "runs")
+            if upgraded:
+                click.echo(f"{sweep_dir}: {len(upgraded)} run config(s) now record their places relative to the "
+                           "dagwire checkout (the same places)", err=True)
         marker = write_marker(sweep_dir) if todo else None
         for d, s, rel in todo:
-            rows[(d, s)] = make_row(d, s, rel, {"status": "pending"})
+            rows[rel] = make_row(d, s, rel, {"status": "pending"})
         write_tables(sweep_dir, runs_frame(list(rows.values()), stages))
         if todo:
             _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm,
@@ -122,13 +130,14 @@ def _run_held(plan: SweepPlan, sweep_dir: Path, address: str | None, cpus_per_ru
 
 
 def seed_groups(todo: list[tuple[str, int, str]], batch_seeds: int) -> list[list[tuple[str, int, str]]]:
-    """The runs to do, K of one dataset at a time (in the order given), each group one Ray task."""
+    """The runs to do, K of one dataset (and λ) at a time (in the order given), each group one Ray task."""
     groups: list[list[tuple[str, int, str]]] = []
     open_group: dict[str, list[tuple[str, int, str]]] = {}
     for run in todo:
-        group = open_group.get(run[0])
+        key = str(Path(run[2]).parent)  # runs/<dataset>[/lam<λ>]: the runs that share one configuration
+        group = open_group.get(key)
         if group is None or len(group) >= batch_seeds:
-            group = open_group[run[0]] = []
+            group = open_group[key] = []
             groups.append(group)
         group.append(run)
     return groups
@@ -147,6 +156,7 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, ba
             click.echo(line, err=True)
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(run_task)
     waiting = seed_groups(todo, batch_seeds)
+    lam_of = {rel: lam for _, _, rel, lam in plan.lam_runs()}
     # Ray promises no start order for queued tasks, so a task is submitted only when a slot is free:
     # runs start in the seed-major order of `todo`.
     slots = run_slots(cpus_per_run, gpus_per_run)
@@ -154,8 +164,8 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, ba
 
     def submit_next() -> None:
         group = waiting.pop(0)
-        jobs = [Job(plan.run_config(dataset, seed).to_dict(), str((sweep_dir / rel).resolve()), cpus_per_run,
-                    plan.retrain, check_kernels, str(sweep_dir.resolve()), marker)
+        jobs = [Job(plan.run_config(dataset, seed, lam_of[rel]).to_dict(), str((sweep_dir / rel).resolve()),
+                    cpus_per_run, plan.retrain, check_kernels, str(sweep_dir.resolve()), marker)
                 for dataset, seed, rel in group]
         refs[task.remote(jobs)] = group
 
@@ -184,7 +194,7 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, ba
                             write_status(sweep_dir / rel, result)
                         except OSError:
                             pass
-                    rows[(dataset, seed)] = make_row(dataset, seed, rel, result)
+                    rows[rel] = make_row(dataset, seed, rel, result)
                     counts[result["status"] if result.get("status") in counts else "failed"] += 1
                     if result.get("status") != "done" and progress:
                         bar.write(f"failed: {dataset} seed {seed}: {result.get('error', '')}")
