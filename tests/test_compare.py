@@ -42,6 +42,9 @@ def _fake_run(run_dir: Path, dataset: str, seed: int, epochs: int, nodes: int, d
     history[-1] = final
     graph = spec.with_weights(final.tolist())
     run_dir.mkdir(parents=True)
+    specs.save(spec, run_dir / "initial_graph.json")
+    (run_dir / "config.yaml").write_text(f"dataset: {dataset}\nseed: {seed}\nnodes: {nodes}\nstages: 3\nchannels: 4\n"
+                                         f"limit_train: 256\nbatch_size: 128\nepochs: {epochs}\n")
     accuracy = 0.9 - 0.1 * KEEP[dataset] + 0.01 * seed
     specs.save(graph, run_dir / "graph.json", dataset=dataset, seed=seed, channels=4, test_accuracy=accuracy)
     np.save(run_dir / "edge_history.npy", history)

@@ -127,7 +127,7 @@ def test_html_is_self_contained(written, paths):
     sweep, _ = written
     text = paths[0].read_text()
     for title in ("Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Fig. 2", "Fig. 4", "Fig. 8", "Fig. 9",
-                  "Fig. 6a", "Fig. 6b", "Fig. 7", "Failed runs"):
+                  "Fig. 6a", "Fig. 6b", "Fig. 7", "Failed runs", "Feature trajectories", "When the ordering appears"):
         assert title in text, title
     assert "Not drawn" not in text
     assert html.escape(PAPER_LABEL) in text

@@ -5,6 +5,7 @@ Module-level imports stay light: pandas, yaml, compare and draw are imported whe
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,6 +350,8 @@ def draw_figures(df, sweep: Path, tau: float) -> tuple[list[Figure], list[Table]
             "Mean ± std DSC between each pruned edge set and the same number of largest / smallest edges after "
             "epoch 1.", "fig6b_dsc.png", lambda p: drawing.plot_dsc(df, p))
 
+    trajectory_figures(df, out, tau, attempt)
+
     topk_holder: list = []
 
     def topk(p: Path) -> None:
@@ -371,6 +374,50 @@ def draw_figures(df, sweep: Path, tau: float) -> tuple[list[Figure], list[Table]
         extra_tables.append(comparison_table("Fig. 7 in numbers: each pruned graph vs its own top-k graph",
                                              result.table, rows, None, note, group_label="runs"))
     return figures, extra_tables
+
+
+# The report measures at most this many epochs of each run: a trajectory's shape, in seconds.
+REPORT_TRAJECTORY_POINTS = 50
+
+
+def trajectory_figures(df, out: Path, tau: float, attempt: Callable[[str, str, str, Callable[[Path], None]], None]) -> None:
+    """The feature trajectories of every done run (trajectory.py), and when the ordering appears."""
+    from . import draw as drawing
+    from . import trajectory
+
+    held: dict = {}
+
+    def computed():
+        if not held:
+            done = df[df["done"]]
+            if not len(done):
+                raise DagwireError("no finished runs")
+            schedule = trajectory.schedule_of(done["run_dir"].iloc[0])
+            every = max(1, math.ceil(schedule.epochs / REPORT_TRAJECTORY_POINTS))
+            table = trajectory.sweep_trajectories(df, tau, every, progress=False)
+            held.update(schedule=schedule, every=every, table=table,
+                        ordering=trajectory.ordering_over_time(table, progress=False)
+                        if table["dataset"].nunique() >= 2 else [])
+        return held
+
+    def features(p: Path) -> None:
+        t = computed()
+        drawing.plot_feature_trajectories(trajectory.trajectory_summary(t["table"]), t["schedule"].milestones, p, tau)
+
+    def ordering(p: Path) -> None:
+        t = computed()
+        if not t["ordering"]:
+            raise DagwireError("the ordering needs finished runs of at least two datasets")
+        drawing.plot_ordering_over_time(t["ordering"], t["schedule"].milestones, p, tau)
+
+    attempt("Feature trajectories",
+            f"The graph each run would have left at up to {REPORT_TRAJECTORY_POINTS} evenly spaced epochs and the "
+            f"last (from edge_history.npy): thresholded at τ = {tau:g}, dead paths removed; mean ± std over seeds per "
+            "dataset against the SGD step, lr drops dotted (`dagwire trajectory`).", "trajectory_features.png", features)
+    attempt("When the ordering appears",
+            "Kendall τ-b between each feature at that epoch and the difficulty rank (datasets ranked by final test "
+            "accuracy), 1,999 permutations, Holm across features at each epoch; filled points: Holm p < 0.05; "
+            "shaded: the paper's direction; gaps: the feature does not vary.", "trajectory_ordering.png", ordering)
 
 
 def _example_run(rows, tau: float):
