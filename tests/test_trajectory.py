@@ -52,6 +52,14 @@ def test_a_planted_history_gives_the_edges_and_nodes_of_each_epoch(tmp_path):
     assert [r["epoch"] for r in run_trajectory(run, every=2)] == [2, 4, 5]  # every 2nd, and the last
 
 
+def test_a_run_still_training_has_the_trajectory_of_its_epochs_so_far(tmp_path):
+    run = planted_run(tmp_path / "run", {(0, 2): 2, (1, 2): 2})
+    finished = run_trajectory(run)
+    (run / "graph.json").unlink()  # written only at the end
+    np.save(run / "edge_history.npy", np.load(run / "edge_history.npy")[:3])
+    assert run_trajectory(run) == finished[:3]
+
+
 def test_an_output_cut_off_is_disconnected_with_no_edges(tmp_path):
     run = planted_run(tmp_path / "run", {(i, 5): 3 for i in range(5)}, epochs=3)
     rows = run_trajectory(run)

@@ -68,12 +68,14 @@ def run_schedule(config: TrainConfig) -> Schedule:
 def run_trajectory(run_dir: str | os.PathLike, tau: float = DEFAULT_TAU, every: int = 1) -> list[dict[str, Any]]:
     """One row per k-th epoch (and the last) of a run: epoch, step, lr, edges kept and the features at τ."""
     files = RunDir(run_dir)
-    for path in (files.config, files.initial_graph, files.graph, files.edge_history):
+    for path in (files.config, files.initial_graph, files.edge_history):
         if not path.is_file():
-            raise DagwireError(f"{run_dir}: no {path.name} (a trajectory needs a finished run)")
+            raise DagwireError(f"{run_dir}: no {path.name} (a trajectory needs a run that has trained an epoch)")
     config = build_config(None, **read_yaml(files.config))
     schedule = run_schedule(config)
-    initial, learned = specs.load(files.initial_graph), specs.load(files.graph)
+    # A run still training has no graph.json yet; its edges are the initial graph's, in the same order.
+    initial = specs.load(files.initial_graph)
+    learned = specs.load(files.graph) if files.graph.is_file() else initial
     history = np.atleast_2d(np.load(files.edge_history, allow_pickle=False))
     if history.shape[1] != learned.num_edges:
         raise DagwireError(f"{files.edge_history}: {history.shape[1]} edges, graph.json has {learned.num_edges}")
@@ -291,11 +293,11 @@ def load_trajectories(target: str | os.PathLike, tau: float = DEFAULT_TAU, every
     files = RunDir(path)
     if not files.edge_history.is_file():
         raise DagwireError(f"{target}: neither a sweep (no {RUNS_CSV}) nor a run (no {files.edge_history.name})")
-    learned = specs.load(files.graph) if files.graph.is_file() else None
+    meta = specs.load(files.graph).meta if files.graph.is_file() else {}
+    config = read_yaml(files.config) if files.config.is_file() else {}
     frame = pd.DataFrame(run_trajectory(path, tau, every))
-    meta = learned.meta if learned is not None else {}
-    frame.insert(0, "seed", int(meta.get("seed", 0)))
-    frame.insert(0, "dataset", str(meta.get("dataset", path.name)))
+    frame.insert(0, "seed", int(meta.get("seed", config.get("seed", 0))))
+    frame.insert(0, "dataset", str(meta.get("dataset", config.get("dataset", path.name))))
     frame["test_accuracy"] = float(meta.get("test_accuracy", float("nan")))
     frame["collapsed"] = bool(meta.get("collapsed") or False)
     return frame

@@ -83,7 +83,9 @@ def trajectory_command(target, tau, every, csv_file, plot_file, ordering_file, l
                                "summary": summary.to_dict("records"), "ordering": ordering,
                                "length_test": [t.to_dict() for t in tests]}, allow_nan=True))
         return
-    shown = sorted({table["step"].min(), *schedule.milestones, schedule.steps, *steps} & set(table["step"]))
+    # The first and last measured steps (a run still training has not reached the end), each lr drop, the end.
+    shown = sorted({table["step"].min(), table["step"].max(), *schedule.milestones, schedule.steps, *steps}
+                   & set(table["step"]))
     click.echo("\n".join(trajectory_lines(summary, ordering, tests, shown, tau, schedule)))
     for name in (csv_file, plot_file, ordering_file):
         if name:
@@ -93,7 +95,8 @@ def trajectory_command(target, tau, every, csv_file, plot_file, ordering_file, l
 def trajectory_lines(summary, ordering: list[dict], tests: list, shown: list[int], tau: float, schedule) -> list[str]:
     """The text report: edges and nodes per dataset at the shown steps, τ-b per feature there, the length test."""
     runs = int(summary.groupby("dataset")["runs"].max().sum())
-    lines = [f"the graph at τ = {tau:g} after dead-path removal; {runs} runs; {schedule.steps} steps, lr drops at "
+    lines = [f"the graph at τ = {tau:g} after dead-path removal; {runs} run{'s' if runs != 1 else ''}; "
+             f"{schedule.steps} steps, lr drops at "
              f"{', '.join(map(str, schedule.milestones)) or 'none'}",
              f"{'step':<26}" + "".join(f"{s:>15}" for s in shown)]
     for dataset, part in summary.groupby("dataset", sort=False):
