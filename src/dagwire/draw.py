@@ -506,3 +506,42 @@ def plot_ordering_over_time(rows: Sequence[dict], milestones: Sequence[int], pat
                  "shaded: the paper's direction", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+# The accuracy–resources front (front.py): one marker per family, the Pareto front as a step line.
+FRONT_STYLES = {"complete": ("s", "#8C8C8C"), "thresholded": ("v", "#937860"), "learned": ("o", "#4C72B0"),
+                "random": ("^", "#DD8452"), "width": ("D", "#55A868")}
+
+
+def plot_front(result: dict, path: str | os.PathLike) -> None:
+    """Test accuracy against parameters and against FLOPs per image, a row per dataset (`front.front_result`).
+
+    Each point is a family at one λ, mean ± std over runs, its λ written beside it; the dashed line
+    joins the dataset's Pareto front (no other point as accurate for fewer resources).
+    """
+    blocks = result["datasets"]
+    fig, axes = plt.subplots(len(blocks), 2, figsize=(10, 3.8 * len(blocks)), squeeze=False)
+    for row, block in zip(axes, blocks):
+        for ax, (cost, key, name) in zip(row, (("parameters", "front_parameters", "parameters"),
+                                               ("flops_per_image", "front_flops", "FLOPs per image"))):
+            seen = set()
+            for p in block["points"]:
+                marker, colour = FRONT_STYLES[p["family"]]
+                std = [0 if not np.isfinite(p[k]) else p[k] for k in (cost + "_std", "accuracy_std")]
+                ax.errorbar(p[cost], p["accuracy"], xerr=std[0], yerr=std[1], fmt=marker, color=colour, capsize=3,
+                            label=None if p["family"] in seen else p["label"])
+                seen.add(p["family"])
+                ax.annotate(f"λ={p['lam']:g}", (p[cost], p["accuracy"]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, color=colour)
+            front = sorted((p[cost], p["accuracy"]) for p in block["points"] if p[key])
+            if front:
+                xs, ys = zip(*front)
+                ax.step(xs, ys, where="post", linestyle="--", color="black", linewidth=0.8, label="Pareto front")
+            ax.set_xscale("log")
+            ax.set_xlabel(name)
+            ax.set_ylabel("test accuracy")
+            ax.set_title(f"{block['dataset']}: accuracy against {name}", fontsize=10)
+            ax.grid(alpha=0.3)
+        row[0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    save_figure(fig, path)

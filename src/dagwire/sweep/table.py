@@ -135,6 +135,8 @@ def with_tau_star(df, sweep_dir: str | os.PathLike):
     from ..stats import tau_star
 
     sweep_dir = Path(sweep_dir)
+    if "lam" in df.columns and df["lam"].dropna().nunique() > 1:
+        return _tau_star_per_lam(df, sweep_dir)
     curves, done = holdout_curves(df, sweep_dir)
     tau = tau_star(curves)
     if tau is None:
@@ -184,6 +186,19 @@ def own_tau_star(run_dir: str | os.PathLike, tolerance: float | None = None) -> 
         raise DagwireError(f"τ*: {run_dir} is not a run of a sweep (no {SWEEP_FILE} above it) and has no hold-out "
                            f"threshold curve: train it with --holdout N, then run `dagwire thresholds {run_dir}`")
     return tau
+
+
+def _tau_star_per_lam(df, sweep_dir: Path):
+    """`with_tau_star` of a sweep on the λ axis: each λ's runs get the τ* a sweep of that λ alone would give them.
+
+    One τ for runs at different λ would let the least pruned λ set it for all: at λ = 0 no edge
+    shrinks, so every τ of the grid keeps hold-out accuracy and τ* would be the grid's largest.
+    """
+    by_run = {}
+    for _, part in df[df["lam"].notna()].groupby("lam", sort=False):
+        for record in with_tau_star(part.reset_index(drop=True), sweep_dir).to_dict("records"):
+            by_run[record["run_dir"]] = record
+    return runs_frame([by_run.get(row["run_dir"], row) for row in df.to_dict("records")])
 
 
 def write_tables(sweep_dir: str | os.PathLike, df) -> None:

@@ -1,0 +1,105 @@
+"""The accuracy–resources front: known answers on planted tables, then `dagwire front` on a tiny real sweep."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_npz
+
+from dagwire.cli import main
+from dagwire.front import NETWORK_COLUMNS, family_points, front_result, paired_comparisons, pareto_mask
+
+
+def planted(advantage: dict[str, float], runs: int = 8, noise: float = 0.004, seed: int = 0) -> pd.DataFrame:
+    """Networks of one dataset at λ = 0.005: learned retrained, 2 random controls per run and a width control,
+    each control's accuracy the learned graph's minus `advantage[control]`, plus symmetric noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for run in range(runs):
+        learned = 0.80 + rng.normal(0, 0.02)
+        base = {"dataset": "a", "lam": 0.005, "seed": run, "tau": 0.02, "channels": 4, "flops_per_image": 1e6,
+                "cpu_seconds_per_image": 1e-4, "run_dir": f"r{run}"}
+        rows.append({**base, "family": "learned", "control": None, "parameters": 50_000, "test_accuracy": learned})
+        wiggle = noise if run % 2 else -noise  # a sign each way: no advantage where none is planted
+        for k in range(2):
+            rows.append({**base, "family": "random", "control": k, "parameters": 50_100,
+                         "test_accuracy": learned - advantage["random"] + (wiggle if k else wiggle / 2)})
+        rows.append({**base, "family": "width", "control": None, "parameters": 49_000,
+                     "test_accuracy": learned - advantage["width"] + wiggle})
+    return pd.DataFrame(rows, columns=list(NETWORK_COLUMNS))
+
+
+def test_a_planted_advantage_is_found_and_none_where_there_is_none():
+    comparisons = {c.control: c for c in paired_comparisons(planted({"random": 0.03, "width": 0.0}))}
+    found, none = comparisons["random"], comparisons["width"]
+    assert found.runs == none.runs == 8
+    assert found.difference == pytest.approx(0.03)  # the noise averages out over the runs
+    assert 0 < found.low <= 0.03 <= found.high
+    assert found.p < 0.01 and found.p_holm < 0.05  # 8 runs, all of one sign: the exact p is 2/256
+    assert found.p == pytest.approx(2 / 256)
+    assert none.difference == pytest.approx(0.0, abs=1e-12)
+    assert none.low < 0 < none.high and none.p == pytest.approx(1.0) and none.p_holm == pytest.approx(1.0)
+
+
+def test_holm_runs_across_every_comparison():
+    a = planted({"random": 0.03, "width": 0.03})
+    b = planted({"random": 0.03, "width": 0.03}, seed=1).assign(dataset="b")
+    comparisons = paired_comparisons(pd.concat([a, b], ignore_index=True))
+    assert len(comparisons) == 4
+    assert all(c.p == pytest.approx(2 / 256) for c in comparisons)
+    assert all(c.p_holm == pytest.approx(4 * 2 / 256) for c in comparisons)  # all tied: each × 4
+
+
+def test_points_average_a_runs_controls_and_mark_the_front():
+    points = {p["family"]: p for p in family_points(planted({"random": 0.03, "width": 0.0}))}
+    assert set(points) == {"learned", "random", "width"} and points["random"]["runs"] == 8
+    assert points["random"]["parameters"] == 50_100 and points["width"]["parameters"] == 49_000
+    # width: fewest parameters, as accurate as learned: the learned point (more parameters) is dominated.
+    assert points["width"]["front_parameters"] and not points["random"]["front_parameters"]
+    assert points["learned"]["accuracy"] == pytest.approx(points["width"]["accuracy"])
+    assert not points["learned"]["front_parameters"]
+    assert not math.isnan(points["learned"]["accuracy_std"])
+
+
+@pytest.mark.parametrize("cost, accuracy, front", [
+    ([1, 2, 3], [0.5, 0.6, 0.7], [True, True, True]),
+    ([1, 2, 3], [0.7, 0.6, 0.5], [True, False, False]),
+    ([1, 1, 2], [0.5, 0.6, 0.6], [False, True, False]),
+    ([2, 2], [0.6, 0.6], [True, True]),
+])
+def test_pareto_mask(cost, accuracy, front):
+    assert pareto_mask(cost, accuracy) == front
+
+
+def test_front_on_a_tiny_sweep_with_retrained_controls(tmp_path, capsys):
+    data = write_npz(tmp_path / "a.npz", images=120)
+    sweep = tmp_path / "sweep"
+    assert main(["sweep", "--datasets", data, "--seeds", "0-1", "--nodes", "6", "--stages", "2", "--channels", "2",
+                 "--batch-size", "16", "--epochs", "2", "--holdout", "16", "--lam", "0,0.01", "--quiet",
+                 "--out", str(sweep)]) == 0
+    table = pd.read_csv(sweep / "runs.csv")
+    for rel in table["run_dir"]:
+        run = str(sweep / rel)
+        assert main(["retrain", run, "--threshold", "star", "--epochs", "1", "--quiet"]) == 0
+        assert main(["retrain", run, "--threshold", "star", "--control", "random", "--controls", "1",
+                     "--control", "width", "--epochs", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    plot = tmp_path / "front.png"
+    assert main(["front", str(sweep), "--json", "--plot", str(plot), "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    (block,) = result["datasets"]
+    families = {(p["family"], p["lam"]) for p in block["points"]}
+    assert {("complete", 0.0), ("thresholded", 0.0), ("learned", 0.01), ("random", 0.01), ("width", 0.01)} <= families
+    assert {(c["control"], c["lam"]) for c in block["comparisons"]} == {(c, lam) for c in ("random", "width")
+                                                                        for lam in (0.0, 0.01)}
+    assert all(c["runs"] == 2 for c in block["comparisons"]) and result["comparisons_in_holm"] == 4
+    assert any(p["front_parameters"] for p in block["points"])
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    networks = pd.read_csv(sweep / "networks.csv")
+    assert (networks["family"] == "random").sum() == 4 and networks["cpu_seconds_per_image"].notna().sum() == 12
+    assert main(["front", str(sweep), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "random controls, retrained" in text and "learned − width at λ = 0.01" in text
+    assert main(["front", str(tmp_path / "nowhere")]) == 2
