@@ -1,4 +1,5 @@
-"""A sweep's record is portable: the committed study, copied elsewhere, resumes with nothing to train.
+"""A sweep's record is portable: the committed study, copied elsewhere, resumes with nothing to train; its runs'
+config.yaml files and every other committed record name their places relative to the checkout.
 
 Nothing here trains or starts Ray: every run of the committed study is finished.
 """
@@ -11,7 +12,7 @@ from conftest import snapshot
 
 from dagwire import sweep as sweep_module
 from dagwire.cli import main
-from dagwire.sweep import portable
+from dagwire import portable
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "docs" / "repro" / "sweep"
@@ -109,3 +110,96 @@ def test_report_of_a_copied_study_works_there(copied_study, capsys):
     assert capsys.readouterr().out.split() == [str(copied_study / "report.html"), str(copied_study / "report.md")]
     report = (copied_study / "report.md").read_text()
     assert "15 runs: 15 done" in report and PORTABLE_LINE in report
+
+
+def _old_record(config: Path) -> str:
+    """A run's config.yaml as it was written before runs recorded their places portably: data_dir absolute."""
+    text = config.read_text()
+    assert "data_dir: <checkout>/../shared/data\n" in text
+    return text.replace("data_dir: <checkout>/../shared/data\n", f"data_dir: {SHARED}\n")
+
+
+def test_a_run_records_its_places_relative_to_the_checkout_and_reads_them_back(tmp_path):
+    from dagwire.config import TrainConfig
+    from dagwire.train import load_run_config
+
+    graph = ROOT / "configs" / "some_graph.json"  # a graph file inside the checkout (need not exist to be named)
+    config = TrainConfig(dataset="cmnist", data_dir=str(SHARED), graph=str(graph), epochs=3)
+    run = tmp_path / "run"
+    run.mkdir()
+    config.save(run / "config.yaml")
+    text = (run / "config.yaml").read_text()
+    assert "data_dir: <checkout>/../shared/data\n" in text and "graph: <checkout>/configs/some_graph.json\n" in text
+    assert str(ROOT) not in text
+    assert load_run_config(run) == config  # resolved on this machine: the same run
+    # An old record of the same place reads as the same run: a resumed run needs no rewrite.
+    (run / "config.yaml").write_text(text.replace("<checkout>/../shared/data", str(SHARED)))
+    assert load_run_config(run) == config
+    # A place outside the checkout stays absolute; the graph kinds are no places.
+    elsewhere = TrainConfig(dataset="cmnist", data_dir=str(tmp_path / "data"), graph="local")
+    elsewhere.save(run / "config.yaml")
+    assert load_run_config(run) == elsewhere and f"data_dir: {tmp_path / 'data'}\n" in (run / "config.yaml").read_text()
+
+
+def test_upgrade_rewrites_old_records_in_place_and_only_their_places(copied_study, capsys):
+    configs = sorted(copied_study.rglob("config.yaml"))
+    committed = {c: c.read_text() for c in configs}
+    sweep_file = (copied_study / "sweep.yaml").read_text()
+    for c in configs:
+        c.write_text(_old_record(c))
+    (copied_study / "sweep.yaml").write_text(sweep_file.replace(PORTABLE_LINE, f"  data_dir: {SHARED}\n"))
+    assert main(["upgrade", str(copied_study.parent)]) == 0
+    out = capsys.readouterr()
+    assert sorted(out.out.split()) == sorted([str(copied_study / "sweep.yaml"), *map(str, configs)])
+    assert f"{len(configs) + 1} record(s) rewritten" in out.err
+    assert {c: c.read_text() for c in configs} == committed  # the same bytes as the committed records
+    assert (copied_study / "sweep.yaml").read_text() == sweep_file
+    assert main(["upgrade", str(copied_study)]) == 0  # nothing left to rewrite
+    assert capsys.readouterr().out == ""
+
+
+def test_upgrade_refuses_a_sweep_that_is_running_and_touches_nothing(copied_study, capsys):
+    from dagwire.sweep.hold import hold_sweep_dir
+
+    config = next(copied_study.rglob("config.yaml"))
+    config.write_text(_old_record(config))
+    before = snapshot(copied_study)
+    with hold_sweep_dir(copied_study):  # as a live sweep holds its DIR
+        assert main(["upgrade", str(copied_study)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in use by another dagwire sweep" in err[0]
+    assert snapshot(copied_study) == before
+    assert main(["upgrade", "/nonexistent/dir"]) == 2
+
+
+def test_a_resumed_sweep_upgrades_its_old_run_records_and_trains_nothing(copied_study, capsys):
+    configs = sorted(copied_study.rglob("config.yaml"))
+    committed = {c: c.read_text() for c in configs}
+    for c in configs:
+        c.write_text(_old_record(c))
+    assert main(["sweep", "--out", str(copied_study), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "15/15 done, 0 failed (0 run now)" in captured.out
+    assert f"{copied_study}: {len(configs)} run config(s) now record their places relative" in captured.err
+    assert {c: c.read_text() for c in configs} == committed
+
+
+# Absolute paths of the machines that wrote records: this checkout's own parent, and the usual homes.
+MACHINE_PREFIXES = tuple(dict.fromkeys([str(ROOT.parent).rstrip("/") + "/", "/work/", "/home/", "/root/", "/Users/",
+                                        "/tmp/"]))
+# docs/long holds a study whose runs are still training; its records are rewritten (`dagwire upgrade
+# docs/long`) by the study itself once they stop, and checked from then on.
+NOT_YET_CHECKED = (ROOT / "docs" / "long",)
+
+
+def test_no_committed_record_under_docs_holds_an_absolute_path():
+    found = []
+    for path in sorted((ROOT / "docs").rglob("*")):
+        if not path.is_file() or any(path.is_relative_to(d) for d in NOT_YET_CHECKED):
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue  # images, arrays, weights: no paths
+        found += [f"{path.relative_to(ROOT)}: {prefix}" for prefix in MACHINE_PREFIXES if prefix in text]
+    assert not found, f"absolute paths (rewrite the records with `dagwire upgrade DIR`): {found[:10]}"

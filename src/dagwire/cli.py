@@ -35,7 +35,8 @@ class LazyGroup(click.Group):
 # Commands that live beside their own module.
 LAZY_COMMANDS = {"sweep": "dagwire.sweep.command:sweep_command", "report": "dagwire.report:report_command",
                  "ordering": "dagwire.ordering:ordering_command",
-                 "trajectory": "dagwire.trajectory_command:trajectory_command", "front": "dagwire.front:front_command"}
+                 "trajectory": "dagwire.trajectory_command:trajectory_command",
+                 "upgrade": "dagwire.upgrade:upgrade_command", "front": "dagwire.front:front_command"}
 
 
 @click.group(cls=LazyGroup, lazy_subcommands=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

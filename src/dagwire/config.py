@@ -14,6 +14,7 @@ import yaml
 
 from .errors import DagwireError
 from .files import atomic_write_text
+from .portable import recorded_config, resolved_config
 
 
 # The paper's threshold τ (Sec. 3): edges with |tanh w| below it are erased. Every default τ is this one.
@@ -151,15 +152,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the config as YAML, atomically."""
-        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write the config as YAML, atomically, its places relative to the checkout where they can be (portable.py)."""
+        atomic_write_text(path, yaml.safe_dump(recorded_config(self.to_dict()), sort_keys=False))
 
 
 FIELD_NAMES = {f.name for f in fields(TrainConfig)}
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML config file into a dict of known TrainConfig fields."""
+    """Read a YAML config file into a dict of known TrainConfig fields, its places resolved on this machine."""
     path = Path(path)
     try:
         obj = yaml.safe_load(path.read_text())
@@ -177,7 +178,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     unknown = sorted(set(obj) - FIELD_NAMES)
     if unknown:
         raise DagwireError(f"config {path}: unknown option(s) {', '.join(unknown)}")
-    return obj
+    return resolved_config(obj)
 
 
 def build_config(yaml_path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
