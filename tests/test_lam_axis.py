@@ -83,3 +83,27 @@ def test_a_sweep_on_the_axis_runs_each_lam_and_says_so_in_the_runs_table(tmp_pat
     assert main(["sweep", "--out", str(out), "--quiet"]) == 0  # resumes with nothing to do
     assert "2/2 done, 0 failed (0 run now)" in capsys.readouterr().out
     assert main([a if a != "0,0.5" else "0.5" for a in args]) == 2  # one λ where the sweep has the axis: refused
+
+
+def test_on_the_axis_each_lam_gets_its_own_tau_star(tmp_path):
+    from dagwire import spec as specs
+    from dagwire.sweep.table import with_tau_star
+    from dagwire.tables import runs_frame
+
+    curves = {0.0: [0.80, 0.80, 0.80], 0.01: [0.80, 0.80, 0.60]}  # hold-out accuracy at τ = 0, 0.01, 0.02
+    rows = []
+    for lam, holdout in curves.items():
+        for seed in (0, 1):
+            rel = f"runs/a/lam{lam:g}/seed{seed}"
+            run = tmp_path / rel
+            run.mkdir(parents=True)
+            full = specs.complete(6, 2)
+            specs.save(full.with_weights([0.5] * full.num_edges), run / "graph.json", channels=2)
+            (run / "thresholds.csv").write_text("threshold,test_accuracy,holdout_accuracy\n" + "".join(
+                f"{tau},{acc},{acc}\n" for tau, acc in zip((0.0, 0.01, 0.02), holdout)))
+            rows.append({"dataset": "a", "seed": seed, "status": "done", "run_dir": rel, "lam": lam})
+    table = with_tau_star(runs_frame(rows), tmp_path)
+    assert list(table["tau_star"]) == [0.02, 0.02, 0.01, 0.01]  # pooled, every run would get 0.01
+    assert list(table["run_dir"]) == [r["run_dir"] for r in rows]
+    one_lam = with_tau_star(runs_frame(rows[2:]), tmp_path)
+    assert list(one_lam["tau_star"]) == [0.01, 0.01]
