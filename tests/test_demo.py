@@ -16,7 +16,7 @@ from dagwire.cli import main
 from dagwire.config import build_config
 from dagwire.errors import DagwireError
 from dagwire.rundir import RunDir
-from dagwire.sweep.table import own_tau_star
+from dagwire.taustar import own_tau_star
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,7 @@ def test_the_one_point_tolerance_table_is_the_same_runs_re_read(capsys):
     doc = (ROOT / "docs" / "demo.md").read_text()
     start = doc.index("## A tolerance matched")
     section = doc[start:doc.index("\n## ", start)]
-    rows = pilot_rows(capsys, tolerance=0.01)
+    rows = pilot_rows(capsys, tolerance=1)
     assert len(rows) == 9 and section.count("\n| ") == 11  # header, rule, nine runs
     for line, row, counts in rows:
         assert any(row + c in section for c in counts), line

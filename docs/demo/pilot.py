@@ -1,7 +1,7 @@
-"""The demo's design pilot, one line a run: `.venv/bin/python docs/demo/pilot.py [--tolerance T] docs/demo/pilot/*`.
+"""The demo's design pilot, one line a run: `.venv/bin/python docs/demo/pilot.py [--tolerance POINTS] docs/demo/pilot/*`.
 
 Each directory holds one candidate's runs (seed*/: config.yaml, metrics.jsonl, graph.json, thresholds.csv).
---tolerance: τ* by the same rule with another tolerance than the paper's 0.5 points (docs/demo.md).
+--tolerance: τ* by the same rule with another tolerance, in points of accuracy, than the paper's 0.5 (docs/demo.md).
 """
 
 import argparse
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dagwire import graphs, spec as specs
 from dagwire.rundir import RunDir
-from dagwire.sweep.table import own_tau_star
+from dagwire.taustar import own_tau_star
 
 
 def main(*candidates: str, tolerance: float | None = None) -> None:
@@ -26,6 +26,6 @@ def main(*candidates: str, tolerance: float | None = None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="The demo's design pilot, one line a run.")
     parser.add_argument("candidates", nargs="+", help="pilot candidate directories (each with seed*/ runs)")
-    parser.add_argument("--tolerance", type=float, help="τ*'s accuracy tolerance (default: the paper's 0.5 points)")
+    parser.add_argument("--tolerance", type=float, help="τ*'s tolerance in points of accuracy (default: the paper's 0.5)")
     args = parser.parse_args()
     main(*args.candidates, tolerance=args.tolerance)

@@ -165,7 +165,7 @@ def _graph_tau(text: str, graph_file: str) -> float:
 
     tau = parse_tau(text)
     if tau == STAR:
-        from .sweep.table import run_tau_star
+        from .taustar import run_tau_star
 
         return run_tau_star(Path(graph_file).parent)
     if not tau >= 0 or tau == float("inf"):
@@ -235,13 +235,19 @@ def draw(graph_file, output, threshold, show_removed, title) -> None:
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--grid", help=f"Comma-separated thresholds (default 0..0.3 including {DEFAULT_TAU}).")
 @click.option("--device", help="Evaluate on this device (default: the run's).")
+@click.option("--tolerance", type=float, metavar="POINTS",
+              help="Points of hold-out accuracy τ* may cost (default: the run's tau_tolerance, the paper's 0.5 unless "
+                   "its config sets another); 'star' then uses it.")
 @click.option("--quiet", is_flag=True)
-def thresholds(run, grid, device, quiet) -> None:
+def thresholds(run, grid, device, tolerance, quiet) -> None:
     """Test accuracy and sparsity of the trained network over thresholds τ, without fine-tuning (Fig. 2)."""
     from .draw import plot_threshold_curve
     from .config import TAU_GRID
     from .prune import load_run, threshold_curve, write_rows_csv
+    from .taustar import check_tolerance
 
+    if tolerance is not None:
+        check_tolerance(tolerance)
     taus = TAU_GRID
     if grid:
         try:
@@ -263,11 +269,13 @@ def thresholds(run, grid, device, quiet) -> None:
                    + f" {r['sparsity']:9.4f} {r['nodes']:6d}{note}")
     click.echo(f"wrote {files.thresholds_csv} and {files.thresholds_png.name}")
     if held:
-        from .stats import TAU_STAR_TOLERANCE
-        from .sweep.table import own_tau_star
+        from .taustar import own_tau_star, record_tolerance
 
-        tau = own_tau_star(run)
-        click.echo(f"τ* (the largest τ whose hold-out accuracy stays within {100 * TAU_STAR_TOLERANCE:g} points): "
+        points = trained.config.tau_tolerance if tolerance is None else tolerance
+        record_tolerance(run, points)
+        tau = own_tau_star(run, points)
+        click.echo(f"τ* (the largest τ whose accuracy on the {trained.config.holdout} hold-out images stays within "
+                   f"{points:g} point{'' if points == 1 else 's'} of the unpruned network's): "
                    f"{_pruning_line(trained.learned, tau, files.graph, 'τ*')}")
 
 

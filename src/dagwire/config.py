@@ -20,6 +20,9 @@ from .portable import recorded_config, resolved_config
 # The paper's threshold τ (Sec. 3): edges with |tanh w| below it are erased. Every default τ is this one.
 DEFAULT_TAU = 0.006
 STAR = "star"  # τ = the run's τ*: its sweep's, or for a run outside a sweep its own hold-out one
+# The paper's τ* rule allows this many percentage points of hold-out accuracy below the unpruned
+# network's (stats.tau_star); a run or a sweep may set its own (`tau_tolerance`).
+TAU_TOLERANCE_POINTS = 0.5
 
 
 def parse_tau(text: str | None) -> float | str | None:
@@ -83,6 +86,8 @@ class TrainConfig:
     device: str = _option("cpu", "cpu, cuda, cuda:N or mps.")
     eval_batch_size: int = _option(1000, "Batch size of evaluations.")
     threshold: float = _option(DEFAULT_TAU, "τ for the thresholded accuracy at the end.")
+    tau_tolerance: float = _option(TAU_TOLERANCE_POINTS, "Points of hold-out accuracy τ* may cost against the "
+                                   "unpruned network (`dagwire thresholds`, 'star'); no effect on training.")
     compile: bool = _option(False, "torch.compile the network: minutes of compiling, pays off on long GPU runs.")
     precision: str = _option("fp32", "bf16: autocast matmuls and convolutions to bfloat16 (fast on GPUs).",
                              choices=("fp32", "bf16"))
@@ -134,6 +139,8 @@ class TrainConfig:
             (self.limit_test is None or self.limit_test >= 1, f"--limit-test must be >= 1, got {self.limit_test}"),
             (self.carve_test is None or 0 < self.carve_test < 1, f"--carve-test must be in (0, 1), got {self.carve_test}"),
             (self.threshold >= 0, f"--threshold must be >= 0, got {self.threshold}"),
+            (math.isfinite(self.tau_tolerance) and self.tau_tolerance >= 0,
+             f"--tau-tolerance must be a number of points >= 0, got {self.tau_tolerance}"),
             (self.local_window >= 1, f"--local-window must be >= 1, got {self.local_window}"),
             (self.holdout is None or self.holdout >= 1, f"--holdout must be >= 1, got {self.holdout}"),
             (self.lam_warmup >= 0, f"--lam-warmup must be >= 0, got {self.lam_warmup}"),

@@ -64,13 +64,13 @@ class Exported:
 
 
 def resolve_tau(trained: "TrainedRun", tau: Tau) -> float:
-    """The τ a run is pruned at: its own threshold (None), its sweep's τ* ("star"), or `tau` itself."""
+    """The τ a run is pruned at: its own threshold (None), its τ* ("star", `taustar.run_tau_star`), or `tau` itself."""
     if tau is None:
         return float(trained.config.threshold)
     if isinstance(tau, str):
         if tau.strip().lower() != STAR:
             raise DagwireError(f"τ must be a number >= 0, None or '{STAR}', got {tau!r}")
-        from .sweep.table import run_tau_star
+        from .taustar import run_tau_star
 
         return run_tau_star(trained.path)
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (math.isfinite(tau) and tau >= 0):

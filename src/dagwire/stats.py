@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .config import TAU_TOLERANCE_POINTS
+
 # The paper's claim (Sec. 4), feature by feature: the direction each takes as the task gets
 # harder. Fractions (sparsity) grow with N² and do not compare across scales; counts per node
 # (mean degree = 2 × edges per node), nodes kept and path lengths do.
@@ -24,7 +26,7 @@ ORDERING_FEATURES: tuple[tuple[str, str], ...] = (
     ("mean_path", "up"), ("max_path", "up"), ("edge_connectivity", "up"),
 )
 TAU_STAR_SUFFIX = "_at_tau_star"  # runs-table columns of the features at τ*
-TAU_STAR_TOLERANCE = 0.005  # 0.5 percentage points of accuracy
+TAU_STAR_TOLERANCE = TAU_TOLERANCE_POINTS / 100  # as a fraction of accuracy
 ALPHA = 0.05
 
 

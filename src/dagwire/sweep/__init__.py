@@ -40,7 +40,7 @@ from .plan import (DEFAULT_SEEDS, MARKER_FILE, PRESETS, SWEEP_FILE, SWEEP_FORMAT
                    describe_plan, first_difference, lr_phases, make_plan, normalise_dataset, parse_datasets,
                    parse_seeds, plan_from_identity, read_sweep_file, run_dir_names)
 from .runner import SweepResult, prepare_dir, run_sweep, seed_groups
-from .table import collect_runs, is_done, make_row, result_from_disk, run_tau_star, with_tau_star, write_tables
+from .table import collect_runs, is_done, make_row, result_from_disk, with_tau_star, write_tables
 from .worker import Job, check_marker, measure_run, node_here, run_task, train_runs, write_marker
 
 __all__ = [
@@ -48,6 +48,6 @@ __all__ = [
     "_shared_data_dir", "check_marker", "check_reachable", "check_token", "collect_runs", "connect_ray",
     "describe_plan", "first_difference", "is_done", "lr_phases", "make_plan", "make_row", "measure_run",
     "node_here", "normalise_dataset", "parse_datasets", "parse_seeds", "plan_from_identity", "prepare_dir",
-    "read_sweep_file", "result_from_disk", "run_dir_names", "run_sweep", "run_task", "run_tau_star", "seed_groups",
+    "read_sweep_file", "result_from_disk", "run_dir_names", "run_sweep", "run_task", "seed_groups",
     "sweep_command", "train_runs", "with_tau_star", "write_marker", "write_tables",
 ]

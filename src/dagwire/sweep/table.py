@@ -11,9 +11,9 @@ from typing import Any
 from ..errors import DagwireError
 from ..rundir import RunDir
 from ..stats import TAU_STAR_SUFFIX
-from ..tables import (CAPACITY_COLUMNS, CPU_SEPARATOR, FIT_COLUMNS, RETRAIN_COLUMNS, SCHEDULE_COLUMNS, feature_columns, read_runs_table,
+from ..tables import (CAPACITY_COLUMNS, CPU_SEPARATOR, FIT_COLUMNS, RETRAIN_COLUMNS, SCHEDULE_COLUMNS, feature_columns,
                       runs_frame, write_runs_table)
-from .plan import SWEEP_FILE, plan_from_identity, read_sweep_file
+from .plan import plan_from_identity, read_sweep_file
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,21 +124,21 @@ def holdout_curves(df, sweep_dir: str | os.PathLike):
 def with_tau_star(df, sweep_dir: str | os.PathLike):
     """The runs table with `tau_star` and every feature at τ* (columns `<feature>_at_tau_star`).
 
-    τ* is the paper's threshold rule applied to the done runs' hold-out threshold curves
-    (`stats.tau_star`), one τ for all datasets; it moves as runs finish. A table whose runs have
-    no hold-out accuracy (trained without --holdout) is returned unchanged.
+    τ* is the paper's threshold rule applied to the done runs' hold-out threshold curves at the
+    sweep's tolerance (`taustar`), one τ for all datasets; it moves as runs finish. A table whose
+    runs have no hold-out accuracy (trained without --holdout) is returned unchanged.
     """
     import pandas as pd
 
     from .. import graphs
     from .. import spec as specs
-    from ..stats import tau_star
+    from ..taustar import sweep_tolerance, tau_star_of
 
     sweep_dir = Path(sweep_dir)
     if "lam" in df.columns and df["lam"].dropna().nunique() > 1:
         return _tau_star_per_lam(df, sweep_dir)
     curves, done = holdout_curves(df, sweep_dir)
-    tau = tau_star(curves)
+    tau = tau_star_of(curves, sweep_tolerance(sweep_dir))
     if tau is None:
         return df
     df = df.copy()
@@ -152,40 +152,6 @@ def with_tau_star(df, sweep_dir: str | os.PathLike):
                   for k in df.index]
         df[name + TAU_STAR_SUFFIX] = values
     return runs_frame(df.to_dict("records"), stages)
-
-
-def run_tau_star(run_dir: str | os.PathLike) -> float:
-    """τ* of a run: its sweep's, from the runs table; outside a sweep, its own, from its hold-out threshold curve.
-
-    DagwireError when there is none: a sweep whose runs held out no data, or a lone run without a
-    thresholds.csv that has hold-out accuracy (`--holdout`, then `dagwire thresholds RUN`).
-    """
-    run = Path(run_dir).resolve()
-    sweep_dir = next((d for d in run.parents if read_sweep_file(d) is not None), None)
-    if sweep_dir is None:
-        return own_tau_star(run_dir)
-    df = read_runs_table(sweep_dir)
-    rows = df[[(sweep_dir / str(rel)).resolve() == run for rel in df["run_dir"]]]
-    if rows.empty:
-        raise DagwireError(f"τ*: {run_dir} is not in the runs table of the sweep {sweep_dir}")
-    if "tau_star" not in df.columns or rows["tau_star"].isna().all():
-        raise DagwireError(f"τ*: the sweep {sweep_dir} has no τ* (its runs held out no data: --holdout)")
-    return float(rows["tau_star"].iloc[0])
-
-
-def own_tau_star(run_dir: str | os.PathLike, tolerance: float | None = None) -> float:
-    """The paper's τ rule (`stats.tau_star`) on one run's own hold-out threshold curve (RUN/thresholds.csv)."""
-    import pandas as pd
-
-    from ..stats import TAU_STAR_TOLERANCE, tau_star
-
-    rows = RunDir(run_dir).threshold_rows()
-    tolerance = TAU_STAR_TOLERANCE if tolerance is None else tolerance
-    tau = tau_star(pd.DataFrame(rows), tolerance) if rows and "holdout_accuracy" in rows[0] else None
-    if tau is None:
-        raise DagwireError(f"τ*: {run_dir} is not a run of a sweep (no {SWEEP_FILE} above it) and has no hold-out "
-                           f"threshold curve: train it with --holdout N, then run `dagwire thresholds {run_dir}`")
-    return tau
 
 
 def _tau_star_per_lam(df, sweep_dir: Path):
