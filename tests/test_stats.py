@@ -77,6 +77,73 @@ def test_vectorised_tau_b_equals_scipys_with_ties(seed):
     assert statistic(batch, axis=-1) == pytest.approx([stats.kendall_tau_b(r, values) for r in batch], abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_tau_b_many_is_scipys_kendalltau_bit_for_bit_on_tables_with_ties(seed):
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 25))
+    x = rng.integers(0, 3, (40, n)).astype(float)  # difficulty ranks: many ties
+    y = rng.integers(0, 6, (40, n)) * 0.1  # a feature with ties
+    y[0] = 1.0  # a constant feature: no ordering (NaN), as scipy says
+    expected = [kendalltau(a, b).statistic for a, b in zip(x, y)]
+    got = stats.tau_b_many(x, y)
+    assert np.isnan(got[0]) and np.isnan(expected[0])
+    assert got[1:].tolist() == expected[1:]  # equal, not approximately: the same arithmetic
+    assert stats.tau_b_many(x[0], y).shape == (40,)  # one side broadcast against many
+
+
+def _interaction_one_at_a_time(small, large, feature, direction, permutations, resamples, rng):
+    """(low, high, p) of one feature as the interaction test computes them, τ-b by scipy one pair at a time."""
+    from scipy.stats import bootstrap, kendalltau, rankdata
+
+    def tau(x, y):
+        t = kendalltau(x, y).statistic
+        return 0.0 if math.isnan(t) else t
+
+    order = [["easy", "middle", "hard"]] * 2
+    parts = [t[["dataset", feature]] for t in (small, large)]
+    samples = [p.loc[p["dataset"] == d, feature].to_numpy(float) for p in parts for d in order[0]]
+
+    def statistic(*groups):
+        small_groups, large_groups = groups[:3], groups[3:]
+
+        def ranks(gs):
+            return np.concatenate([np.full(len(g), k, float) for k, g in enumerate(gs)])
+        return tau(ranks(large_groups), np.concatenate(large_groups)) - tau(ranks(small_groups), np.concatenate(small_groups))
+
+    ci = bootstrap(samples, statistic, n_resamples=resamples, method="percentile", vectorized=False,
+                   rng=rng).confidence_interval
+    values = [p[feature].to_numpy(float) for p in parts]
+    delta = tau(parts[1]["dataset"].map(order[1].index), values[1]) - tau(parts[0]["dataset"].map(order[0].index),
+                                                                          values[0])
+    position = np.concatenate([rankdata(v) / len(v) for v in values])
+    names = np.concatenate([p["dataset"].to_numpy(str) for p in parts])
+    in_large = np.r_[np.zeros(len(values[0]), bool), np.ones(len(values[1]), bool)]
+    rank = np.array([order[0].index(d) for d in names], float)
+    sign, as_far = (1 if direction == "up" else -1), 0
+    for _ in range(permutations):
+        labels = in_large.copy()
+        for d in np.unique(names):
+            members = np.flatnonzero(names == d)
+            labels[members] = rng.permutation(labels[members])
+        permuted = tau(rank[labels], position[labels]) - tau(rank[~labels], position[~labels])
+        as_far += bool(sign * permuted >= sign * delta - 1e-12)
+    return float(ci.low), float(ci.high), (1 + as_far) / (1 + permutations)
+
+
+def test_the_interaction_test_gives_what_scipy_one_pair_at_a_time_gives_for_the_same_seed():
+    # The vectorised τ-b consumes the generator's draws in the same order: the same intervals and p.
+    small, large = runs_table(trend=1.0, seed=11, seeds=4), runs_table(trend=2.0, seed=12, seeds=5, channels=8)
+    for frame in (small, large):
+        frame["nodes"] = np.round(frame["nodes"])  # ties within and across datasets
+    tests = stats.interaction_test(small, large, permutations=99, resamples=99, seed=3)
+    rng = np.random.default_rng(3)  # one generator through the features, in the test's order
+    assert [t.feature for t in tests] == FEATURES
+    for t in tests:
+        assert (t.low, t.high, t.p) == _interaction_one_at_a_time(small, large, t.feature, t.direction, 99, 99, rng)
+
+
 def test_holm_known_values():
     assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert stats.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
