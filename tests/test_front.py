@@ -9,7 +9,7 @@ import pytest
 from conftest import write_npz
 
 from dagwire.cli import main
-from dagwire.front import NETWORK_COLUMNS, family_points, front_result, paired_comparisons, pareto_mask
+from dagwire.front import NETWORK_COLUMNS, family_points, paired_comparisons, pareto_mask, report_front_section
 
 
 def planted(advantage: dict[str, float], runs: int = 8, noise: float = 0.004, seed: int = 0) -> pd.DataFrame:
@@ -103,3 +103,6 @@ def test_front_on_a_tiny_sweep_with_retrained_controls(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "random controls, retrained" in text and "learned − width at λ = 0.01" in text
     assert main(["front", str(tmp_path / "nowhere")]) == 2
+    tables = report_front_section(sweep, tmp_path / "fig.png")
+    assert len(tables) == 1 and len(tables[0].rows) == len(block["points"]) + 4
+    assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
