@@ -181,10 +181,46 @@ def test_a_sweep_still_running_reports_unfinished_runs_apart_from_failed_ones(tm
 
 
 def _chromium(*args: str, user_dir: Path) -> subprocess.CompletedProcess:
+    """Headless Chromium in a child process, a fresh profile, nothing fetched from the network."""
     return subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--hide-scrollbars", f"--user-data-dir={user_dir}", *args],
-        capture_output=True, text=True, timeout=90)
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+         f"--user-data-dir={user_dir}", *args],
+        capture_output=True, text=True, timeout=120)
+
+
+# After the load event: how many <img>s decoded, and every element wider than its box or than the
+# 1,280-px window (a table cut off, a line that does not wrap). The report has no script of its own;
+# a broken image is added on purpose to show the probe tells them apart.
+PROBE = ('<img id=broken src="data:image/png;base64,AAAA"><script>window.addEventListener("load", () => {'
+         'const all = [...document.images]; const ok = all.filter(i => i.complete && i.naturalWidth > 0);'
+         'const page = document.documentElement.clientWidth;'
+         'const wide = [...document.body.querySelectorAll("*")].filter(el => (el.clientWidth > 0 && '
+         'el.scrollWidth > el.clientWidth + 1) || el.getBoundingClientRect().right > page + 1)'
+         '.map(el => el.tagName + " " + (el.textContent || "").slice(0, 60).replace(/[<>&]/g, ""));'
+         'const scroll = document.documentElement.scrollWidth;'
+         'document.body.insertAdjacentHTML("beforeend", `<p id=probe>IMGCHECK total=${all.length} '
+         'loaded=${ok.length} page=${page} scroll=${scroll} wide=${wide.length} [${wide.slice(0, 5).join(" | ")}]</p>`);'
+         '});</script></body>')
+
+
+def _probe(html_path: Path, tmp_path: Path) -> tuple[str, str]:
+    """(the page's DOM after the probe ran in a 1,280-px window, the probe's line)."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_path.read_text().replace("</body>", PROBE))
+    done = _chromium("--window-size=1280,2400", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri(),
+                     user_dir=tmp_path / "probe-profile")
+    lines = [m for m in re.findall(r'id="?probe"?>(IMGCHECK [^<]*)<', done.stdout) if "${" not in m]  # not the script
+    assert lines, done.stderr[-2000:]
+    return done.stdout, html.unescape(lines[-1])
+
+
+def _fits_and_loads(html_path: Path, tmp_path: Path) -> str:
+    """Assert that every image of the page loads and no element is wider than the 1,280-px window; the DOM."""
+    dom, line = _probe(html_path, tmp_path)
+    images = html_path.read_text().count("<img ")
+    assert f"IMGCHECK total={images + 1} loaded={images} page=1280 scroll=1280 wide=0 " in line, line
+    return dom
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
@@ -200,21 +236,54 @@ def test_report_renders_in_headless_chromium(paths, tmp_path):
     assert pixels.shape[:2] == (2400, 1280)
     assert pixels.std() > 0.05 and (pixels < 0.5).mean() > 0.005  # text, tables and figures, not a white page
 
-    # 2. The same markup plus a probe: after the load event, count the <img>s that decoded. The report has
-    # no script of its own; a broken image is added on purpose to show the probe tells them apart.
-    probe = tmp_path / "probe.html"
-    text = html_path.read_text()
-    images = text.count("<img ")
-    script = ('<img id=broken src="data:image/png;base64,AAAA"><script>window.addEventListener("load", () => {'
-              'const all = [...document.images]; const ok = all.filter(i => i.complete && i.naturalWidth > 0);'
-              'document.body.insertAdjacentHTML("beforeend", `<p id=probe>IMGCHECK total=${all.length} '
-              'loaded=${ok.length}</p>`);});</script></body>')
-    probe.write_text(text.replace("</body>", script))
-    done = _chromium("--virtual-time-budget=10000", "--dump-dom", probe.as_uri(), user_dir=tmp_path / "u2")
-    dom = done.stdout
-    assert "Table 1: structural characteristics of the pruned networks" in dom, done.stderr[-2000:]
+    # 2. Every image loads and every table fits the window, the failed runs' long errors included.
+    dom = _fits_and_loads(html_path, tmp_path)
+    assert "Table 1: structural characteristics of the pruned networks" in dom
     assert "<th>cmnist ours (n=3)</th>" in dom and "Table 5: test accuracy" in dom
-    assert f"IMGCHECK total={images + 1} loaded={images}" in dom
+
+
+def test_the_probe_sees_an_element_wider_than_the_window(tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium")
+    page = tmp_path / "wide.html"
+    page.write_text(f"<!DOCTYPE html><html><head><style>{report.CSS}</style></head><body>"
+                    f"{report.html_table(Table('wide', ['x'] * 40, [['0.123 ± 0.456'] * 40]))}</body></html>")
+    _, line = _probe(page, tmp_path)
+    assert "wide=0 " not in line and "DIV" in line  # the table's box scrolls: a column would be cut off
+
+
+@pytest.fixture(scope="module")
+def capacity_report(tmp_path_factory):
+    """The committed capacity study's report (C = 8, with C = 4 as --capacity), written from copies of its sweeps."""
+    root = tmp_path_factory.mktemp("capacity")
+    study = Path(__file__).resolve().parents[1] / "docs" / "capacity"
+    for name in ("sweep-c8", "sweep-c4"):
+        shutil.copytree(study / name, root / name, ignore=shutil.ignore_patterns("weights.pt", "checkpoint.pt"))
+    return report.write_report(root / "sweep-c8", capacity_dir=root / "sweep-c4")
+
+
+def test_the_report_of_a_real_study_opens_with_its_answer(capacity_report):
+    text = capacity_report[0].read_text()
+    answer = text.index("<h2>The answer</h2>")
+    # One sentence per test: both capacities at τ*, this sweep at its τ, and the pooled test.
+    assert ("<li>Features at τ* = 0.004, 15 runs: 0 of 8 features follow the paper&#x27;s ordering after Holm&#x27;s "
+            "correction.</li>") in text
+    assert ("<li>C = 4, features at τ* = 0.006, 15 runs: 2 of 8 features follow the paper&#x27;s ordering after "
+            "Holm&#x27;s correction (parameters, edge_connectivity).</li>") in text
+    assert "<li>Pooled test, C = 4 → 8: the difficulty effect grows for 0 of 8 features" in text
+    claim = text.index('alt="The claim: each feature against difficulty"')
+    first_table = text.index("<table>")
+    details = text.index("<details><summary>sweep.yaml</summary>")  # folded away: no `open`
+    assert answer < claim < first_table < details and "<details open" not in text
+    assert details > text.rindex("<table>") and details > text.rindex("<img ")
+    md = capacity_report[1].read_text()
+    assert md.index("## The answer") < md.index("](report_files/fig_claim.png)") < md.index("<details>")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_the_report_of_a_real_study_fits_a_1280_px_window(capacity_report, tmp_path):
+    dom = _fits_and_loads(capacity_report[0], tmp_path)
+    assert "Does the difficulty effect grow with capacity? (C = 4 → 8)" in dom
 
 
 def test_ordering_table_ranks_by_accuracy_and_checks_each_direction(tmp_path):
@@ -235,6 +304,18 @@ def test_ordering_table_ranks_by_accuracy_and_checks_each_direction(tmp_path):
     assert _cell(table, "sparsity", "easy (acc 95.0 %)") == f"0.900 ± {np.std([-0.01, 0.01], ddof=1):.3f}"
     assert _cell(table, "sparsity", "Kendall τ-b") == "-0.894"  # 15 pairs, 3 tied in rank, 12 discordant: −12/√(12·15)
     assert "2 of 3 features are reproduced" in table.note
+    assert not any("−" in h for h in table.header)  # the pairwise differences have their own table
+
+    from dagwire.stats import ordering_test
+
+    result = ordering_test(load_runs(_write_runs(tmp_path, rows)), label="τ = 0.006")
+    pairs = report_sections.pairs_table(result)
+    assert pairs.header[0] == "feature" and len(pairs.header) == 2
+    assert [row[0] for row in pairs.rows] == ["sparsity"] * 2 + ["log_paths"] * 2 + ["edge_connectivity"] * 2
+    assert pairs.rows[0][1].startswith("medium − easy: -0.2 [")  # 0.7 − 0.9
+    assert report_sections.answer_lines([("", result)]) == [
+        "Features at τ = 0.006, 6 runs: 2 of 3 features follow the paper's ordering after Holm's correction "
+        "(sparsity, log_paths)."]
     # One dataset: nothing to order.
     assert report_sections.ordering_table(load_runs(_write_runs(tmp_path / "one", rows[:2]))) is None
 
@@ -273,11 +354,21 @@ def test_capacity_section_tests_the_interaction_and_draws_the_figure(tmp_path):
     small = load_runs(_write_runs(tmp_path / "c4", _capacity_rows(4, 0.0)))
     large = load_runs(_write_runs(tmp_path / "c8", _capacity_rows(8, 2.0)))
     (tmp_path / "c8" / report_sections.FILES_DIR).mkdir()
-    tables, figures = report._capacity_section(large, small, tmp_path / "c8")  # either order: by C
-    assert tables[0].title == "Does the difficulty effect grow with capacity? (C = 4 → 8)"
-    verdict = {row[0]: row[-1] for row in tables[0].rows}
+    section = report._capacity_section(large, small, tmp_path / "c8")  # either order: by C
+    tables, figures = section.tables, section.figures
+    # the other capacity's verdicts and pairs, then the pooled test
+    assert [t.title for t in tables] == ["Does a harder task learn a denser, deeper graph? (C = 4, features at τ = 0.006)",
+                                         "Harder − easier dataset, per feature (C = 4, features at τ = 0.006)",
+                                         "Does the difficulty effect grow with capacity? (C = 4 → 8)"]
+    assert section.lines[0].startswith("C = 4, features at τ = 0.006, 15 runs: 0 of 5 features follow")
+    assert section.lines[1].startswith("Pooled test, C = 4 → 8: the difficulty effect grows for ")
+    assert "(mean_degree" in section.lines[1] or ", mean_degree" in section.lines[1]
+    assert [name for name, _ in section.claim] == ["C = 4", "C = 8"]
+    verdict = {row[0]: row[-1] for row in tables[2].rows}
     assert set(verdict) == {"sparsity", "nodes", "mean_degree", "parameters", "log_paths"}
     assert verdict["mean_degree"] == "grows"  # a planted trend at C = 8 only, perfectly ordered
     assert (tmp_path / "c8" / report_sections.FILES_DIR / figures[0].file).read_bytes()[:4] == b"\x89PNG"
+    claim = report._claim_figure(section.claim, tmp_path / "c8")
+    assert claim.error == "" and (tmp_path / "c8" / report_sections.FILES_DIR / claim.file).read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(report.DagwireError, match="same C"):
         report._capacity_section(large, large, tmp_path / "c8")

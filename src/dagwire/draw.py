@@ -24,6 +24,7 @@ from .spec import GraphSpec  # noqa: E402
 from .compare import (DATASET_COLOURS, UMAP_MIN_POINTS, TopKResult, connected_runs, dataset_blocks,  # noqa: E402
                       dataset_of, dataset_order, load_graph, mean_std, numeric_values, with_flags)
 from .rundir import RunDir  # noqa: E402
+from .stats import OrderingResult  # noqa: E402
 
 # Seaborn's "deep" qualitative palette: stages stay distinguishable in print and for most colour-blind readers.
 STAGE_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
@@ -543,5 +544,62 @@ def plot_front(result: dict, path: str | os.PathLike) -> None:
             ax.set_title(f"{block['dataset']}: accuracy against {name}", fontsize=10)
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_claim(series: Sequence[tuple[str, "OrderingResult"]], path: str | os.PathLike) -> None:
+    """The paper's claim, one panel per feature: each dataset's mean ± std against its test accuracy.
+
+    `series` is (name, `stats.OrderingResult`) pairs, one line each (a sweep's features, or one
+    capacity's). The x-axis runs from the easiest task (highest accuracy) on the left to the
+    hardest on the right; the arrow in each panel points where the paper says the feature goes as
+    the task gets harder. Filled markers and a green panel: reproduced (Holm-adjusted p < α).
+    """
+    features = list(dict.fromkeys(t.feature for _, result in series for t in result.tests))
+    if not features:
+        raise DagwireError("no feature was tested")
+    columns = min(4, len(features))
+    rows = -(-len(features) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.9 * rows), squeeze=False)
+    for ax in axes.flat[len(features):]:
+        ax.set_axis_off()
+    for ax, feature in zip(axes.flat, features):
+        verdicts, direction = [], "up"
+        for k, (name, result) in enumerate(series):
+            test = next((t for t in result.tests if t.feature == feature), None)
+            if test is None:
+                continue
+            direction = test.direction
+            shown = [d for d in result.datasets if d in test.means]
+            colour = STAGE_COLOURS[k % len(STAGE_COLOURS)]
+            reproduced = test.verdict == "reproduced"
+            ax.errorbar([result.accuracy[d] for d in shown], [test.means[d] for d in shown],
+                        yerr=[0 if np.isnan(test.stds[d]) else test.stds[d] for d in shown], fmt="o-", color=colour,
+                        markerfacecolor=colour if reproduced else "white", capsize=3, label=name)
+            for d in shown:
+                ax.annotate(d, (result.accuracy[d], test.means[d]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=6, color=colour)
+            verdicts.append(reproduced)
+        # The paper's direction: up (or down) as the task gets harder, i.e. to the right.
+        start, end = ((0.62, 0.12), (0.95, 0.42)) if direction == "up" else ((0.62, 0.42), (0.95, 0.12))
+        ax.annotate("", xy=end, xytext=start, xycoords="axes fraction",
+                    arrowprops={"arrowstyle": "->", "color": "grey", "linestyle": "--"})
+        ax.text(0.62, 0.02, "paper", transform=ax.transAxes, fontsize=7, color="grey")
+        if any(verdicts):
+            ax.set_facecolor("#eef7ee")
+            for spine in ax.spines.values():
+                spine.set_edgecolor("#55A868")
+                spine.set_linewidth(2)
+        ax.invert_xaxis()  # easiest task on the left
+        state = "reproduced" if verdicts and all(verdicts) else "partly reproduced" if any(verdicts) else "not reproduced"
+        ax.set_title(f"{feature}: {state}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("test accuracy (harder →)", fontsize=8)
+    axes.flat[0].legend(fontsize=7, frameon=False, loc="upper left")
+    fig.suptitle("Does a harder task learn a denser, deeper graph? Dataset mean ± std against difficulty "
+                 "(arrow: the paper's direction; filled, green: reproduced)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)

@@ -44,13 +44,14 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; } td.text, th.text { text-align: left; }
+th { background: #f0f0f0; white-space: normal; } td.text, th.text { text-align: left; }
 th.paper, td.paper, tr.paper td { background: #f7f3e8; color: #555; font-style: italic; }
 .note { font-size: 0.85em; color: #555; max-width: 60em; }
 .scroll { overflow-x: auto; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figure { margin: 1em 0; } figure img { max-width: 100%; box-sizing: border-box; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #444; max-width: 60em; }
-.missing { color: #a33; } pre { background: #f6f6f6; padding: 0.6em; font-size: 0.8em; overflow-x: auto; }
+.missing { color: #a33; } pre { background: #f6f6f6; padding: 0.6em; font-size: 0.8em; white-space: pre-wrap; }
+ul.answer { font-size: 1.05em; max-width: 60em; } details { margin-top: 2em; }
 td.error { white-space: normal; font-family: monospace; font-size: 0.9em; }
 """
 

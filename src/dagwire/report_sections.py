@@ -9,13 +9,20 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .config import DEFAULT_TAU, TAU_GRID
 from .errors import DagwireError
 from .paper import PAPER_DATASETS, PAPER_LABEL, PAPER_TABLE5, PAPER_TABLE5_DATASET, PAPER_TABLES
 from .render import Table, fmt_k, fmt_mean_std
 from .sweep.plan import SWEEP_FILE
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    import numpy as np
+
+    from .stats import InteractionTest, OrderingResult
 
 #: The folder beside report.md that holds the figures.
 FILES_DIR = "report_files"
@@ -116,40 +123,79 @@ def ordering_table(df, suffix: str = "", label: str = "") -> Table | None:
     """
     from .stats import ordering_test
 
-    result = ordering_test(df, suffix, label=label)
+    return verdict_table(ordering_test(df, suffix, label=label))
+
+
+def _feature_format(feature: str) -> Callable[[float, float], str]:
+    return fmt_k if feature == "parameters" else fmt_mean_std(3 if feature == "sparsity" else 2)
+
+
+def verdict_table(result: OrderingResult | None, where: str = "") -> Table | None:
+    """An `OrderingResult` as its verdict table: per feature the datasets' mean ± std, τ-b, p, Holm's p, verdict."""
     if result is None or not result.tests:
         return None
     ranked = result.datasets
     header = ["feature", "paper: harder task →", *[f"{d} (acc {100 * result.accuracy[d]:.1f} %)" for d in ranked],
-              "Kendall τ-b", "p (one-sided)", "p (Holm)", "harder − easier [95 % CI]", "verdict"]
+              "Kendall τ-b", "p (one-sided)", "p (Holm)", "verdict"]
     rows = []
     for t in result.tests:
-        fmt = fmt_k if t.feature == "parameters" else fmt_mean_std(3 if t.feature == "sparsity" else 2)
-        diffs = "; ".join(p.text() for p in t.pairs)
+        fmt = _feature_format(t.feature)
         rows.append([t.feature, "higher" if t.direction == "up" else "lower",
                      *[fmt(t.means[d], t.stds[d]) if d in t.means else "–" for d in ranked],
-                     f"{t.tau_b:+.3f}", f"{t.p:.4f}", f"{t.p_holm:.4f}", diffs, t.verdict])
+                     f"{t.tau_b:+.3f}", f"{t.p:.4f}", f"{t.p_holm:.4f}", t.verdict])
     reproduced = sum(t.verdict == "reproduced" for t in result.tests)
     note = (f"Features at {result.columns}, over {result.runs} connected runs. Datasets ranked by mean test accuracy, "
             f"easiest first (difficulty measured here, not assumed). Per feature: Kendall's τ-b between the "
             f"difficulty rank and the feature over all runs; p: one-sided permutation test in the paper's "
             f"direction ({result.permutations} shufflings of the dataset labels); Holm-adjusted across the "
-            f"{len(result.tests)} features; 'reproduced' when the adjusted p < {result.alpha}. Differences of "
-            f"means between adjacent datasets with bootstrap 95 % intervals. {reproduced} of {len(result.tests)} "
-            f"features are reproduced. Sparsity is a fraction of the initial N(N−1)/2 edges and grows with the "
-            f"network; mean degree (2 × edges per node), nodes kept and path lengths compare across scales.")
+            f"{len(result.tests)} features; 'reproduced' when the adjusted p < {result.alpha}. {reproduced} of "
+            f"{len(result.tests)} features are reproduced. Sparsity is a fraction of the initial N(N−1)/2 edges and "
+            f"grows with the network; mean degree (2 × edges per node), nodes kept and path lengths compare across "
+            f"scales. The differences between adjacent datasets are in the next table.")
     if result.collapsed:
         note += (f" Left out: {len(result.collapsed)} run(s) that collapsed in their first lr phase "
                  f"({', '.join(result.collapsed)}; listed below).")
-    return Table(f"Does a harder task learn a denser, deeper graph? (features at {result.columns})",
+    return Table(f"Does a harder task learn a denser, deeper graph? ({where}features at {result.columns})",
                  header, rows, note, text_columns=2)
 
 
-def interaction_table(small, large, suffix: str = "") -> Table | None:
-    """Whether the difficulty effect grows from the smaller capacity's runs to the larger's (`stats.interaction_test`)."""
+def pairs_table(result: OrderingResult | None, where: str = "") -> Table | None:
+    """An `OrderingResult`'s differences of means between adjacent datasets, one row per feature and pair."""
+    if result is None or not any(t.pairs for t in result.tests):
+        return None
+    rows = [[t.feature, pair.text()] for t in result.tests for pair in t.pairs]
+    return Table(f"Harder − easier dataset, per feature ({where}features at {result.columns})",
+                 ["feature", "harder − easier: difference of means [bootstrap 95 % interval]"], rows,
+                 "Adjacent datasets in the order of difficulty above; runs resampled within each dataset "
+                 f"({result.permutations} resamples, percentile interval).", text_columns=2)
+
+
+def answer_lines(orderings: Sequence[tuple[str, OrderingResult | None]],
+                 interaction: Sequence[InteractionTest] | None = None,
+                 capacities: tuple[int, int] | None = None) -> list[str]:
+    """One sentence per test: how many features are reproduced, at which τ, and what the pooled test says."""
+    lines = []
+    for where, result in orderings:
+        if result is None or not result.tests:
+            continue
+        kept = [t.feature for t in result.tests if t.verdict == "reproduced"]
+        line = (f"{where}features at {result.columns}, {result.runs} runs: {len(kept)} of {len(result.tests)} "
+                f"features follow the paper's ordering after Holm's correction" + (f" ({', '.join(kept)})." if kept else "."))
+        lines.append(line[0].upper() + line[1:])
+    if interaction and capacities:
+        grown = [t.feature for t in interaction if t.verdict == "grows"]
+        lines.append(f"Pooled test, C = {capacities[0]} → {capacities[1]}: the difficulty effect grows for "
+                     f"{len(grown)} of {len(interaction)} features" + (f" ({', '.join(grown)})" if grown else "")
+                     + f" (smallest Holm-adjusted p = {min(t.p_holm for t in interaction):.4f}).")
+    return lines
+
+
+def interaction_table(small, large, suffix: str = "", tests: Sequence[InteractionTest] | None = None) -> Table | None:
+    """Whether the difficulty effect grows from the smaller capacity's runs to the larger's (`stats.interaction_test`,
+    or its `tests` when given)."""
     from .stats import interaction_test
 
-    tests = interaction_test(small, large, suffix)
+    tests = interaction_test(small, large, suffix) if tests is None else tests
     if not tests:
         return None
     c_small, c_large = int(small["channels"].dropna().iloc[0]), int(large["channels"].dropna().iloc[0])
@@ -286,8 +332,44 @@ class Figure:
     error: str = ""
 
 
-def draw_figures(df, sweep: Path, tau: float) -> tuple[list[Figure], list[Table]]:
-    """Draw every figure into SWEEP/report_files; a figure that cannot be drawn says why instead."""
+def _pooled_taus(tau: float) -> list[float]:
+    """The τ of Fig. 8's pooled graphs: every grid τ up to the sweep's, as the paper's Fig. 8 pools τ ≤ 0.006."""
+    return sorted({t for t in TAU_GRID if 0 < t <= tau} | {tau})
+
+
+def pooled_embedding(df, tau: float) -> tuple[np.ndarray, list]:
+    """Fig. 8's numbers: the 2-D embedding of every connected run's features at each pooled τ, and its labels."""
+    from . import compare
+
+    pooled, labels = compare.pooled_feature_matrix(df, _pooled_taus(tau))
+    if not labels:
+        raise DagwireError("no connected runs")
+    return compare.umap_embedding(pooled, seed=0), labels
+
+
+def start_embedding(df, tau: float) -> Future | None:
+    """`pooled_embedding` started in another process (a Future), None where none can start.
+
+    UMAP compiles its numba code in every process, the longest step of a report: in a process of
+    its own it runs while this one makes the tests, the tables and the other figures.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        future = pool.submit(pooled_embedding, df, tau)
+        pool.shutdown(wait=False)  # the worker ends once its one task is done
+        return future
+    except (OSError, RuntimeError, ImportError):
+        return None
+
+
+def draw_figures(df, sweep: Path, tau: float, embedding: Future | None = None) -> tuple[list[Figure], list[Table]]:
+    """Draw every figure into SWEEP/report_files; a figure that cannot be drawn says why instead.
+
+    `embedding`: a Future of `pooled_embedding(df, tau)` (`start_embedding`), else computed here.
+    """
     from . import compare
     from . import draw as drawing
 
@@ -318,19 +400,22 @@ def draw_figures(df, sweep: Path, tau: float) -> tuple[list[Figure], list[Table]
             "parameters) of every connected run, ordered by dataset then seed.", "fig4_similarity.png", similarity)
 
 
-    pooled_taus = sorted({t for t in TAU_GRID if 0 < t <= tau} | {tau})
+    pooled_taus = _pooled_taus(tau)
 
-    def embedding(p: Path) -> None:
-        pooled, pooled_labels = compare.pooled_feature_matrix(df, pooled_taus)
-        if not pooled_labels:
-            raise DagwireError("no connected runs")
-        drawing.plot_umap(compare.umap_embedding(pooled, seed=0), pooled_labels, p)
+    def embedded(p: Path) -> None:
+        drawing.plot_umap(*(embedding.result() if embedding is not None else pooled_embedding(df, tau)), p)
 
-    attempt("Fig. 8: UMAP embedding",
-            f"UMAP (n_neighbors = min(15, n − 1), seed 0) of the standardised features (Tables 1–2 without "
-            f"parameters) of every connected run's graph at each τ in {{{', '.join(f'{t:g}' for t in pooled_taus)}}} "
-            f"(as the paper's Fig. 8 pools τ ≤ {DEFAULT_TAU}): one point per (run, τ) with a connected graph; PCA below "
-            f"{compare.UMAP_MIN_POINTS} points.", "fig8_umap.png", embedding)
+    fig8_at = len(figures)  # drawn last, when the other process has had the most time; shown here
+
+    def fig8() -> None:
+        attempt("Fig. 8: UMAP embedding",
+                f"UMAP (n_neighbors = min(15, n − 1), seed 0) of the standardised features (Tables 1–2 without "
+                f"parameters) of every connected run's graph at each τ in "
+                f"{{{', '.join(f'{t:g}' for t in pooled_taus)}}} (as the paper's Fig. 8 pools τ ≤ {DEFAULT_TAU}): "
+                f"one point per (run, τ) with a connected graph; PCA below {compare.UMAP_MIN_POINTS} points.",
+                "fig8_umap.png", embedded)
+        figures.insert(fig8_at, figures.pop())
+
     attempt("Fig. 9: pruned graphs", f"Pruned graphs (τ = {tau:g}) per dataset (rows) and seed (columns).",
             "fig9_graphs.png", lambda p: drawing.plot_graph_grid(df, p, tau))
     for d in compare.dataset_order(df["dataset"]):
@@ -373,6 +458,7 @@ def draw_figures(df, sweep: Path, tau: float) -> tuple[list[Figure], list[Table]
             note += " Skipped: " + "; ".join(result.skipped) + "."
         extra_tables.append(comparison_table("Fig. 7 in numbers: each pruned graph vs its own top-k graph",
                                              result.table, rows, None, note, group_label="runs"))
+    fig8()
     return figures, extra_tables
 
 
