@@ -23,7 +23,8 @@ data:
 	else echo "Fashion-MNIST not in /usr/share/datasets: run 'sudo apt-get install dataset-fashion-mnist' or set DAGWIRE_DATA"; fi
 
 # A short, real run (configs/demo.yaml): CFashionMNIST, a 15-node DAG, then τ* chosen on held-out
-# training images, what pruning at τ* kept (drawn against the initial DAG) and the pruned graph's features.
+# training images (within the config's tau_tolerance), what pruning at τ* kept (drawn against the
+# initial DAG) and the pruned graph's features, the last line printed.
 DEMO_FLAGS ?=
 demo: setup data
 	rm -rf $(RUN)
