@@ -142,3 +142,26 @@ def test_the_one_point_tolerance_table_is_the_same_runs_re_read(capsys):
     for line, row, counts in rows:
         assert any(row + c in section for c in counts), line
     assert [r[1] for r in rows] != [r[1] for r in pilot_rows(capsys)]  # the tolerance changed some τ*
+
+
+def test_readme_shows_the_demo_choosing_tau_star_at_its_configs_tolerance():
+    """The README's `make demo` output: its τ* is the rule at configs/demo.yaml's tolerance on the curve it prints."""
+    import pandas as pd
+
+    from dagwire.taustar import tau_star_of
+
+    points = build_config(ROOT / "configs" / "demo.yaml").tau_tolerance
+    assert points == 1.0
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```console\n$ make demo\n")
+    lines = readme[start:readme.index("```\n", start + 10)].strip().splitlines()
+    rows = [line.split() for line in lines if re.fullmatch(r"\s*\d\.\d{4}(\s+\d\.\d{4}){3}\s+\d+(\s+disconnected)?", line)]
+    curve = pd.DataFrame({"threshold": [float(r[0]) for r in rows], "holdout_accuracy": [float(r[2]) for r in rows]})
+    star = next(line for line in lines if line.startswith("τ* ("))
+    assert "within 1 point of the unpruned network's" in star
+    tau = float(re.search(r"τ\* = ([\d.]+),", star).group(1))
+    assert tau_star_of(curve, points) == tau
+    at_tau = next(r for r in rows if float(r[0]) == tau)
+    features = json.loads(lines[-1])  # the last line: the features at τ*
+    assert features["nodes"] == int(at_tau[4]) and round(features["sparsity"], 4) == float(at_tau[3])
+    assert features["sparsity"] >= 0.5 and features["nodes"] < 15
