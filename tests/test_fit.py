@@ -11,7 +11,7 @@ from dagwire import spec as specs
 from dagwire.config import build_config
 from dagwire.dynamics import COLLAPSE_MEDIAN_EDGE, first_phase_epoch, is_collapsed
 from dagwire.sweep.table import collect_runs
-from dagwire.tables import CAPACITY_COLUMNS, FIT_COLUMNS, read_runs_table
+from dagwire.tables import CAPACITY_COLUMNS, FIT_COLUMNS, SCHEDULE_COLUMNS, read_runs_table
 from dagwire.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,8 +71,8 @@ def test_a_run_that_learns_is_not_collapsed_and_its_fit_is_measured(tiny_npz, tm
     assert result.train_eval_accuracy == expected
 
 
-# The columns docs/repro/runs.csv had before the capacity, fit, collapse and cpu columns were
-# added: the sha256 of those columns as CSV, from the file as committed at b4ebd76.
+# The columns docs/repro/runs.csv had before the capacity, fit, collapse, cpu and schedule columns
+# were added: the sha256 of those columns as CSV, from the file as committed at b4ebd76.
 REPRO_TABLE_BEFORE = "fac96c3e78d4b838317171a44dd5b13c33cd6fd6567a0de043ce1caa3d8e4b09"
 
 
@@ -80,8 +80,9 @@ def test_the_repro_table_rebuilt_by_the_tool_gains_the_capacity_columns_and_keep
     rebuilt = collect_runs(ROOT / "docs" / "repro" / "sweep")
     committed = read_runs_table(ROOT / "docs" / "repro" / "runs.csv")
     assert rebuilt.to_csv(index=False) == committed.to_csv(index=False)
-    new = {"cpu", *CAPACITY_COLUMNS, *FIT_COLUMNS}
+    new = {"cpu", *CAPACITY_COLUMNS, *FIT_COLUMNS, *SCHEDULE_COLUMNS}
     old = [c for c in committed.columns if c not in new]
     assert hashlib.sha256(committed[old].to_csv(index=False).encode()).hexdigest() == REPRO_TABLE_BEFORE
     assert committed[list(CAPACITY_COLUMNS)].drop_duplicates().values.tolist() == [[4, 3, 30, 59285]]
     assert not committed["collapsed"].any() and committed["train_eval_accuracy"].isna().all()
+    assert committed[list(SCHEDULE_COLUMNS)].drop_duplicates().values.tolist() == [[1440, "400,640", 0.005, 0]]

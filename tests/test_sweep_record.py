@@ -203,3 +203,17 @@ def test_no_committed_record_under_docs_holds_an_absolute_path():
             continue  # images, arrays, weights: no paths
         found += [f"{path.relative_to(ROOT)}: {prefix}" for prefix in MACHINE_PREFIXES if prefix in text]
     assert not found, f"absolute paths (rewrite the records with `dagwire upgrade DIR`): {found[:10]}"
+
+
+def test_a_rewritten_table_keeps_what_was_measured_at_the_same_tau_star(copied_study):
+    """The layout's last bits differ between CPU kinds: a table rewritten elsewhere keeps the committed numbers,
+    and measures afresh only where τ* moved."""
+    from dagwire.sweep.table import collect_runs
+    from dagwire.tables import read_runs_table, write_runs_table
+
+    table = read_runs_table(copied_study)
+    planted = table.assign(pca_elongation_at_tau_star=0.123456789)  # no graph of the study has this value
+    write_runs_table(planted, copied_study)
+    assert (collect_runs(copied_study)["pca_elongation_at_tau_star"] == 0.123456789).all()
+    write_runs_table(planted.assign(tau_star=0.5), copied_study)  # another τ*: measured again
+    assert (collect_runs(copied_study)["pca_elongation_at_tau_star"] != 0.123456789).all()

@@ -3,7 +3,8 @@
 Runs and sweeps record where their data (and a graph file) are relative to the checkout
 (portable.py); records written before that hold absolute paths. This rewrites every sweep.yaml
 and every run's config.yaml under each DIR in the portable form, the same places and every other
-value unchanged. A sweep resuming an older DIR does the same for its own records
+value unchanged, and rebuilds each sweep's runs table from its run directories, so that it gains
+the columns added since (the schedule's, say) with every number it held kept. A sweep resuming an older DIR does the same for its own records
 (`upgrade_run_configs`). A sweep directory that a live sweep holds is refused, untouched.
 """
 
@@ -60,7 +61,22 @@ def upgrade_records(root: str | os.PathLike) -> list[Path]:
             if upgrade_sweep_file(sweep):
                 rewritten.append(sweep / SWEEP_FILE)
         rewritten += upgrade_run_configs(root)
+        for sweep in sweeps:
+            rewritten += upgrade_runs_table(sweep)
     return rewritten
+
+
+def upgrade_runs_table(sweep: Path) -> list[Path]:
+    """Rebuild a sweep's runs table from its run directories, keeping what it measured; the files rewritten."""
+    from .sweep.table import collect_runs
+    from .tables import RUNS_CSV, RUNS_PARQUET, write_runs_table
+
+    csv = sweep / RUNS_CSV
+    if not csv.is_file():
+        return []
+    before = csv.read_bytes()
+    write_runs_table(collect_runs(sweep), sweep)
+    return [csv, sweep / RUNS_PARQUET] if csv.read_bytes() != before else []
 
 
 @click.command("upgrade")

@@ -12,7 +12,7 @@ from ..errors import DagwireError
 from ..rundir import RunDir
 from ..stats import TAU_STAR_SUFFIX
 from ..tables import (CAPACITY_COLUMNS, CPU_SEPARATOR, FIT_COLUMNS, RETRAIN_COLUMNS, SCHEDULE_COLUMNS, feature_columns,
-                      runs_frame, write_runs_table)
+                      read_runs_table, runs_frame, write_runs_table)
 from .plan import plan_from_identity, read_sweep_file
 
 
@@ -121,12 +121,15 @@ def holdout_curves(df, sweep_dir: str | os.PathLike):
     return (pd.concat(curves, ignore_index=True) if curves else None), done
 
 
-def with_tau_star(df, sweep_dir: str | os.PathLike):
+def with_tau_star(df, sweep_dir: str | os.PathLike, previous=None):
     """The runs table with `tau_star` and every feature at τ* (columns `<feature>_at_tau_star`).
 
     τ* is the paper's threshold rule applied to the done runs' hold-out threshold curves at the
     sweep's tolerance (`taustar`), one τ for all datasets; it moves as runs finish. A table whose
-    runs have no hold-out accuracy (trained without --holdout) is returned unchanged.
+    runs have no hold-out accuracy (trained without --holdout) is returned unchanged. A run that
+    `previous` (the table this one replaces) already measured at the same τ* keeps those numbers:
+    the layout behind pca_elongation is an optimisation whose last bits differ between CPU kinds,
+    and a table rewritten on another machine must not change what was measured.
     """
     import pandas as pd
 
@@ -136,7 +139,7 @@ def with_tau_star(df, sweep_dir: str | os.PathLike):
 
     sweep_dir = Path(sweep_dir)
     if "lam" in df.columns and df["lam"].dropna().nunique() > 1:
-        return _tau_star_per_lam(df, sweep_dir)
+        return _tau_star_per_lam(df, sweep_dir, previous)
     curves, done = holdout_curves(df, sweep_dir)
     tau = tau_star_of(curves, sweep_tolerance(sweep_dir))
     if tau is None:
@@ -145,7 +148,9 @@ def with_tau_star(df, sweep_dir: str | os.PathLike):
     df["tau_star"] = tau
     stages = sum(1 for c in df.columns if c.startswith("sparsity_stage_"))
     names = feature_columns(stages)
-    at_tau = {k: graphs.recorded_features(specs.load(RunDir(sweep_dir / str(df.loc[k, "run_dir"])).graph), tau)
+    measured = _measured_at(previous, tau, names)
+    at_tau = {k: measured.get(str(df.loc[k, "run_dir"])) or
+              graphs.recorded_features(specs.load(RunDir(sweep_dir / str(df.loc[k, "run_dir"])).graph), tau)
               for k in done}
     for name in names:
         values = [at_tau[k].get(name, True if name == "disconnected" else None) if k in at_tau else None
@@ -154,7 +159,21 @@ def with_tau_star(df, sweep_dir: str | os.PathLike):
     return runs_frame(df.to_dict("records"), stages)
 
 
-def _tau_star_per_lam(df, sweep_dir: Path):
+def _measured_at(previous, tau: float, names: list[str]) -> dict[str, dict[str, Any]]:
+    """run_dir → its features at τ* from a previous runs table whose done run had this same τ*."""
+    if previous is None or "tau_star" not in previous.columns:
+        return {}
+    import pandas as pd
+
+    out = {}
+    for _, row in previous.iterrows():
+        if str(row["status"]) == "done" and not pd.isna(row["tau_star"]) and float(row["tau_star"]) == tau:
+            values = {n: row.get(n + TAU_STAR_SUFFIX) for n in names}
+            out[str(row["run_dir"])] = {n: (None if pd.isna(v) else v) for n, v in values.items()}
+    return out
+
+
+def _tau_star_per_lam(df, sweep_dir: Path, previous=None):
     """`with_tau_star` of a sweep on the λ axis: each λ's runs get the τ* a sweep of that λ alone would give them.
 
     One τ for runs at different λ would let the least pruned λ set it for all: at λ = 0 no edge
@@ -162,28 +181,39 @@ def _tau_star_per_lam(df, sweep_dir: Path):
     """
     by_run = {}
     for _, part in df[df["lam"].notna()].groupby("lam", sort=False):
-        for record in with_tau_star(part.reset_index(drop=True), sweep_dir).to_dict("records"):
+        for record in with_tau_star(part.reset_index(drop=True), sweep_dir, previous).to_dict("records"):
             by_run[record["run_dir"]] = record
     return runs_frame([by_run.get(row["run_dir"], row) for row in df.to_dict("records")])
 
 
 def write_tables(sweep_dir: str | os.PathLike, df) -> None:
-    """DIR/runs.csv and DIR/runs.parquet, with τ* columns where the runs held out data."""
-    write_runs_table(with_tau_star(df, sweep_dir), sweep_dir)
+    """DIR/runs.csv and DIR/runs.parquet, with τ* columns where the runs held out data; what the
+    tables being replaced measured at the same τ* is kept (`with_tau_star`)."""
+    write_runs_table(with_tau_star(df, sweep_dir, _previous_table(Path(sweep_dir))), sweep_dir)
+
+
+def _previous_table(sweep_dir: Path):
+    """The runs table a sweep directory holds now, None when it has none or it cannot be read."""
+    try:
+        return read_runs_table(sweep_dir)
+    except DagwireError:
+        return None
 
 
 def collect_runs(sweep_dir: str | os.PathLike):
-    """(Re)build the runs table of a sweep from its run directories (sweep.yaml's runs, else runs/*/seed*)."""
+    """(Re)build the runs table of a sweep from its run directories (sweep.yaml's runs, else runs/*/seed*);
+    features at τ* that the table it holds already measured at the same τ* are kept (`with_tau_star`)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise DagwireError(f"sweep directory not found: {sweep_dir}")
+    previous = _previous_table(sweep_dir)
     identity = read_sweep_file(sweep_dir)
     rows = []
     if identity is not None:
         plan = plan_from_identity(identity)
         for dataset, seed, rel in plan.runs():
             rows.append(make_row(dataset, seed, rel, result_from_disk(sweep_dir / rel)))
-        return with_tau_star(runs_frame(rows, int(plan.config.get("stages", 0)) or None), sweep_dir)
+        return with_tau_star(runs_frame(rows, int(plan.config.get("stages", 0)) or None), sweep_dir, previous)
     for run_dir in sorted(p for p in sweep_dir.glob("runs/*/seed*") if RunDir(p).status.is_file()):
         status_path = RunDir(run_dir).status
         status = _read_json(status_path) or {}
@@ -191,6 +221,6 @@ def collect_runs(sweep_dir: str | os.PathLike):
         rel = str(run_dir.relative_to(sweep_dir))
         rows.append(make_row(str(status.get("dataset", run_dir.parent.name)), int(seed), rel,
                              result_from_disk(run_dir)))
-    return with_tau_star(runs_frame(rows), sweep_dir)
+    return with_tau_star(runs_frame(rows), sweep_dir, previous)
 
 
