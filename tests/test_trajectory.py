@@ -8,12 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-from scipy.stats import kendalltau
 
 from dagwire import spec as specs
 from dagwire.cli import cli, main
 from dagwire.errors import DagwireError
-from dagwire.trajectory import Schedule, length_test, ordering_over_time, run_trajectory, tau_b_rows, trajectory_summary
+from dagwire.trajectory import Schedule, length_test, ordering_over_time, run_trajectory, trajectory_summary
 
 
 def planted_run(path: Path, deaths: dict[tuple[int, int], int], epochs: int = 5, dataset: str = "cmnist",
@@ -73,18 +72,6 @@ def test_a_step_where_no_epoch_ends_is_refused():
     for step in (810, 0, 1880):
         with pytest.raises(DagwireError):
             schedule.epoch_ending_at(step)
-
-
-def test_tau_b_rows_is_scipys_on_random_tables_with_ties():
-    rng = np.random.default_rng(1)
-    for n in (3, 7, 15, 40):
-        x = rng.integers(0, 3, (20, n)).astype(float)
-        y = rng.integers(0, 4, (20, n)).astype(float)
-        ours = tau_b_rows(x, y)
-        for k in range(20):
-            theirs = kendalltau(x[k], y[k], variant="b").statistic
-            assert ours[k] == pytest.approx(0.0 if np.isnan(theirs) else theirs, abs=1e-12)
-    assert tau_b_rows(np.arange(5.0), np.ones(5)) == 0.0  # a constant feature has no ordering
 
 
 DATASETS = ("easy", "middle", "hard")  # final test accuracy 0.9, 0.8, 0.7

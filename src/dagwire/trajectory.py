@@ -30,7 +30,7 @@ from . import spec as specs
 from .config import DEFAULT_TAU, TrainConfig, build_config, read_yaml
 from .errors import DagwireError
 from .rundir import RunDir
-from .stats import ALPHA, ORDERING_FEATURES, holm, ordering_test
+from .stats import ALPHA, ORDERING_FEATURES, holm, ordering_test, tau_b_many
 
 # The columns of a trajectory table that are not features.
 KEY_COLUMNS = ("dataset", "seed", "epoch", "step", "lr")
@@ -194,20 +194,10 @@ class LengthTest:
         return asdict(self)
 
 
-def tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Kendall's τ-b of x[..., :] against y[..., :] along the last axis, for many rows at once; 0 where one is constant.
-
-    Written out because scipy's kendalltau takes one pair of vectors a call, and a bootstrap of
-    9,999 resamples × 8 features of it takes a minute; τ-b = Σ_pairs sign(Δx)·sign(Δy) /
-    √((pairs − ties_x)(pairs − ties_y)). A set whose feature does not vary has no ordering: 0.
-    """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    i, j = np.triu_indices(x.shape[-1], 1)
-    sx, sy = np.sign(x[..., j] - x[..., i]), np.sign(y[..., j] - y[..., i])
-    denominator = np.sqrt(np.count_nonzero(sx, axis=-1) * np.count_nonzero(sy, axis=-1).astype(float))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tau = (sx * sy).sum(-1) / denominator
-    return np.where(denominator > 0, tau, 0.0)
+def _tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """τ-b along the last axis (`stats.tau_b_many`), 0 where one variable is constant: a resample whose feature
+    does not vary has no ordering."""
+    return np.nan_to_num(tau_b_many(x, y), nan=0.0)
 
 
 def length_test(trajectories, early_step: int, late_step: int, permutations: int = 9999, resamples: int = 9999,
@@ -253,7 +243,7 @@ def length_test(trajectories, early_step: int, late_step: int, permutations: int
             continue
         ranks = part["dataset"].map({d: k for k, d in enumerate(order)}).to_numpy(float)
         a, b = part[f"{feature}_early"].to_numpy(float), part[f"{feature}_late"].to_numpy(float)
-        tau_early, tau_late = float(tau_b_rows(ranks, a)), float(tau_b_rows(ranks, b))
+        tau_early, tau_late = float(_tau_b(ranks, a)), float(_tau_b(ranks, b))
         delta = tau_late - tau_early
         sign = 1.0 if direction == "up" else -1.0
 
@@ -261,14 +251,14 @@ def length_test(trajectories, early_step: int, late_step: int, permutations: int
         groups = [np.flatnonzero(part["dataset"].to_numpy(str) == d) for d in order
                   if (part["dataset"] == d).any()]
         picks = np.concatenate([g[rng.integers(0, len(g), (resamples, len(g)))] for g in groups], axis=1)
-        deltas = tau_b_rows(ranks[picks], b[picks]) - tau_b_rows(ranks[picks], a[picks])
+        deltas = _tau_b(ranks[picks], b[picks]) - _tau_b(ranks[picks], a[picks])
         low, high = (float(q) for q in np.percentile(deltas, [2.5, 97.5]))
 
         # Within-run swaps of the two steps' within-step ranks.
         position_a, position_b = rankdata(a) / len(a), rankdata(b) / len(b)
         swap = rng.random((permutations, len(a))) < 0.5
-        swapped = (tau_b_rows(ranks, np.where(swap, position_a, position_b))
-                   - tau_b_rows(ranks, np.where(swap, position_b, position_a)))
+        swapped = (_tau_b(ranks, np.where(swap, position_a, position_b))
+                   - _tau_b(ranks, np.where(swap, position_b, position_a)))
         p = float((1 + np.count_nonzero(sign * swapped >= sign * delta - 1e-12)) / (1 + permutations))
         tests.append(LengthTest(feature, direction, int(early_step), int(late_step), len(part), tau_early, tau_late,
                                 delta, low, high, p, p, ""))
