@@ -178,3 +178,13 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, flags, message)
     assert main(["trajectory", str(run), *flags, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_readme_shows_what_the_command_prints(capsys):
+    root = Path(__file__).resolve().parents[1]
+    command = "dagwire trajectory docs/capacity/sweep-c4 --length-test 800,1840 --quiet"
+    assert main(["trajectory", str(root / "docs" / "capacity" / "sweep-c4"), "--length-test", "800,1840",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out.rstrip("\n")
+    assert f"$ {command}\n{printed}\n```" in (root / "README.md").read_text()
