@@ -351,13 +351,17 @@ def start_embedding(df, tau: float) -> Future | None:
     """`pooled_embedding` started in another process (a Future), None where none can start.
 
     UMAP compiles its numba code in every process, the longest step of a report: in a process of
-    its own it runs while this one makes the tests, the tables and the other figures.
+    its own it runs while this one makes the tests, the tables and the other figures. A forked
+    process, so that a caller's script is not run again in it (as a spawned one would import it
+    anew); where fork is not offered, None.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
     try:
-        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
         future = pool.submit(pooled_embedding, df, tau)
         pool.shutdown(wait=False)  # the worker ends once its one task is done
         return future
