@@ -112,13 +112,6 @@ def _run_held(plan: SweepPlan, sweep_dir: Path, address: str | None, cpus_per_ru
             if upgraded:
                 click.echo(f"{sweep_dir}: {len(upgraded)} run config(s) now record their places relative to the "
                            "dagwire checkout (the same places)", err=True)
-        if not new:
-            from ..upgrade import upgrade_run_configs
-
-            upgraded = upgrade_run_configs(sweep_dir / "runs")
-            if upgraded:
-                click.echo(f"{sweep_dir}: {len(upgraded)} run config(s) now record their places relative to the "
-                           "dagwire checkout (the same places)", err=True)
         marker = write_marker(sweep_dir) if todo else None
         for d, s, rel in todo:
             rows[rel] = make_row(d, s, rel, {"status": "pending"})
