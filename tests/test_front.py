@@ -106,3 +106,7 @@ def test_front_on_a_tiny_sweep_with_retrained_controls(tmp_path, capsys):
     tables = report_front_section(sweep, tmp_path / "fig.png")
     assert len(tables) == 1 and len(tables[0].rows) == len(block["points"]) + 4
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
+    from dagwire.report import FRONT_FIGURE, _front_section  # the report places the same section
+    (sweep / "report_files").mkdir(exist_ok=True)
+    shown, figure = _front_section(sweep)
+    assert [t.rows for t in shown] == [t.rows for t in tables] and figure.file == FRONT_FIGURE and not figure.error

@@ -285,7 +285,7 @@ def front_lines(result: dict[str, Any]) -> list[str]:
 
 def report_front_section(sweep_dir: str | os.PathLike, figure_path: str | os.PathLike | None = None) -> list:
     """The report's front section for a sweep that has retrained controls: its tables (and the figure, drawn to
-    `figure_path`); [] for a sweep without any. For `report.py` to place where it lists its sections."""
+    `figure_path`); [] for a sweep without any. `report.py` places it after the figures."""
     from .render import Table
 
     networks = network_rows([sweep_dir], progress=False)

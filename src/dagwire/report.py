@@ -185,6 +185,25 @@ def _claim_figure(series: list[tuple[str, OrderingResult | None]], sweep: Path) 
     return Figure(title, caption, name)
 
 
+FRONT_FIGURE = "front.png"
+
+
+def _front_section(sweep: Path) -> tuple[list[Table], Figure] | None:
+    """The accuracy–resources front and the learned graph against its controls (front.py), for a sweep that
+    retrained controls (`dagwire retrain --control`); None for one that did not."""
+    from .front import report_front_section
+
+    title = "The accuracy–resources front"
+    caption = ("Test accuracy against parameters and FLOPs per image, mean ± std over runs, per family: the "
+               "complete DAG at λ = 0, the learned graph at τ* without fine-tuning, retrained, and its random and "
+               "width controls retrained; the Pareto front marked (`dagwire front`).")
+    try:
+        tables = report_front_section(sweep, sweep / FILES_DIR / FRONT_FIGURE)
+    except Exception as exc:  # noqa: BLE001 - one section must not sink the whole report: say why instead
+        return [], Figure(title, caption, None, f"{type(exc).__name__}: {exc}")
+    return (tables, Figure(title, caption, FRONT_FIGURE)) if tables else None
+
+
 def write_report(sweep_dir: str | os.PathLike, local_dir: str | os.PathLike | None = None,
                  tau: float = DEFAULT_TAU, capacity_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """Write SWEEP/report.html (self-contained) and SWEEP/report.md (+ report_files/); return both paths.
@@ -226,6 +245,10 @@ def write_report(sweep_dir: str | os.PathLike, local_dir: str | os.PathLike | No
               table5(df, local_df, tau, local_label(local_dir))]
     figures, extra = draw_figures(df, sweep, tau, embedding)
     tables += extra
+    front = _front_section(sweep)
+    if front is not None:
+        tables += front[0]
+        figures.append(front[1])
     figures += capacity.figures if capacity else []
     failed = _failed_table(df)
     collapsed = _collapsed_table(df)
