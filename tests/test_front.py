@@ -108,5 +108,7 @@ def test_front_on_a_tiny_sweep_with_retrained_controls(tmp_path, capsys):
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
     from dagwire.report import FRONT_FIGURE, _front_section  # the report places the same section
     (sweep / "report_files").mkdir(exist_ok=True)
-    shown, figure = _front_section(sweep)
+    runs = pd.read_csv(sweep / "runs.csv").assign(done=True)
+    runs["run_dir"] = [str(sweep / r) for r in runs["run_dir"]]
+    shown, figure = _front_section(sweep, runs)
     assert [t.rows for t in shown] == [t.rows for t in tables] and figure.file == FRONT_FIGURE and not figure.error

@@ -372,3 +372,16 @@ def test_capacity_section_tests_the_interaction_and_draws_the_figure(tmp_path):
     assert claim.error == "" and (tmp_path / "c8" / report_sections.FILES_DIR / claim.file).read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(report.DagwireError, match="same C"):
         report._capacity_section(large, large, tmp_path / "c8")
+
+
+def test_an_embedding_process_that_died_is_made_again_here(monkeypatch):
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    died = Future()
+    died.set_exception(BrokenProcessPool("a process in the process pool was terminated abruptly"))
+    monkeypatch.setattr(report_sections, "pooled_embedding", lambda df, tau: ("made here", [tau]))
+    assert report_sections._embedding_result(died, None, 0.006) == ("made here", [0.006])
+    done = Future()
+    done.set_result(("made there", []))
+    assert report_sections._embedding_result(done, None, 0.006) == ("made there", [])

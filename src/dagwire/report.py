@@ -188,10 +188,15 @@ def _claim_figure(series: list[tuple[str, OrderingResult | None]], sweep: Path) 
 FRONT_FIGURE = "front.png"
 
 
-def _front_section(sweep: Path) -> tuple[list[Table], Figure] | None:
+def _front_section(sweep: Path, df) -> tuple[list[Table], Figure] | None:
     """The accuracy–resources front and the learned graph against its controls (front.py), for a sweep that
     retrained controls (`dagwire retrain --control`); None for one that did not."""
-    from .front import report_front_section
+    from .front import CONTROLS, report_front_section
+
+    # retrain-<τ>-random<k>/ and retrain-<τ>-width/ (rundir.RunDir.control): looked for before anything is read.
+    runs = [Path(r) for r in df.loc[df["done"], "run_dir"] if r]
+    if not any(p.is_dir() for run in runs for c in CONTROLS for p in run.glob(f"retrain-*-{c}*")):
+        return None
 
     title = "The accuracy–resources front"
     caption = ("Test accuracy against parameters and FLOPs per image, mean ± std over runs, per family: the "
@@ -245,7 +250,7 @@ def write_report(sweep_dir: str | os.PathLike, local_dir: str | os.PathLike | No
               table5(df, local_df, tau, local_label(local_dir))]
     figures, extra = draw_figures(df, sweep, tau, embedding)
     tables += extra
-    front = _front_section(sweep)
+    front = _front_section(sweep, df)
     if front is not None:
         tables += front[0]
         figures.append(front[1])

@@ -369,6 +369,20 @@ def start_embedding(df, tau: float) -> Future | None:
         return None
 
 
+def _embedding_result(embedding: Future | None, df, tau: float) -> tuple[np.ndarray, list]:
+    """The other process's embedding, or this process's own where there is none or that process died: a fork
+    of a process whose native libraries hold threads can die in the child (seen after a suite had run Ray and
+    torch in the same process), and the embedding is the same either way."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    if embedding is not None:
+        try:
+            return embedding.result()
+        except (BrokenProcessPool, OSError):
+            pass
+    return pooled_embedding(df, tau)
+
+
 def draw_figures(df, sweep: Path, tau: float, embedding: Future | None = None) -> tuple[list[Figure], list[Table]]:
     """Draw every figure into SWEEP/report_files; a figure that cannot be drawn says why instead.
 
@@ -407,7 +421,7 @@ def draw_figures(df, sweep: Path, tau: float, embedding: Future | None = None) -
     pooled_taus = _pooled_taus(tau)
 
     def embedded(p: Path) -> None:
-        drawing.plot_umap(*(embedding.result() if embedding is not None else pooled_embedding(df, tau)), p)
+        drawing.plot_umap(*_embedding_result(embedding, df, tau), p)
 
     fig8_at = len(figures)  # drawn last, when the other process has had the most time; shown here
 
