@@ -187,15 +187,10 @@ def test_a_resumed_sweep_upgrades_its_old_run_records_and_trains_nothing(copied_
 # Absolute paths of the machines that wrote records: this checkout's own parent, and the usual homes.
 MACHINE_PREFIXES = tuple(dict.fromkeys([str(ROOT.parent).rstrip("/") + "/", "/work/", "/home/", "/root/", "/Users/",
                                         "/tmp/"]))
-# docs/long holds a study whose runs are still training; its records are rewritten (`dagwire upgrade
-# docs/long`) by the study itself once they stop, and checked from then on.
-NOT_YET_CHECKED = (ROOT / "docs" / "long",)
-
-
 def test_no_committed_record_under_docs_holds_an_absolute_path():
     found = []
     for path in sorted((ROOT / "docs").rglob("*")):
-        if not path.is_file() or any(path.is_relative_to(d) for d in NOT_YET_CHECKED):
+        if not path.is_file():
             continue
         try:
             text = path.read_text()
