@@ -24,6 +24,7 @@ from .data import Dataset, load_dataset_for
 from .errors import DagwireError
 from .files import atomic_write_text
 from .model import DagNet, load_model, materialise
+from .portable import recorded_path
 from .rundir import RunDir
 from .train import TrainResult, evaluate, load_run_config, resolve_device, train
 
@@ -114,7 +115,7 @@ def retrain_config(
     if fit_channels is not None:
         channels = counts.fit_channels(pruned, fit_channels, *io_sizes(trained))
     return architecture_config(trained, pruned, channels, out, seed=seed,
-                               meta={"source_run": str(trained.path), "threshold": tau}, **overrides)
+                               meta={"source_run": recorded_path(trained.path), "threshold": tau}, **overrides)
 
 
 def connected_pruning(trained: TrainedRun, tau: float) -> specs.GraphSpec:
@@ -301,7 +302,7 @@ def retrain_control(trained: TrainedRun, tau: float, control: Control, *, seed: 
 
     def make_config() -> TrainConfig:
         return architecture_config(trained, control.graph, control.channels, out_dir, seed=seed,
-                                   meta={"source_run": str(trained.path), "threshold": tau, **control.record},
+                                   meta={"source_run": recorded_path(trained.path), "threshold": tau, **control.record},
                                    **overrides)
 
     config, result = _train_in(out_dir, make_config, resume, progress, dataset, overrides.get("device"))
