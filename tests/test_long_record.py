@@ -1,0 +1,57 @@
+"""docs/long.md's numbers are the tool's: the pilot's criterion and graphs re-derived from the committed pilot sweeps."""
+
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+
+from dagwire.tables import read_runs_table
+from dagwire.trajectory import run_trajectory
+
+ROOT = Path(__file__).resolve().parents[1]
+LONG = ROOT / "docs" / "long"
+DOC = (ROOT / "docs" / "long.md").read_text()
+PILOT_RUNS = {"cmnist": 100, "cfashionmnist": 101, "cfashionmnist_t8": 102}
+NAMES = {"CMNIST": "cmnist", "CFashionMNIST": "cfashionmnist", "CFashionMNIST_T8": "cfashionmnist_t8"}
+
+
+def pilot_run(dataset: str) -> Path:
+    return LONG / "pilot" / dataset / "runs" / dataset / f"seed{PILOT_RUNS[dataset]}"
+
+
+def test_the_pilot_block_is_what_the_script_prints(capsys):
+    runpy.run_path(str(LONG / "pilot.py"), run_name="pilot")["main"]()
+    printed = capsys.readouterr().out.strip()
+    assert printed.splitlines()[-1] == "criterion: passes (3 of 3 runs started)"
+    assert f"```text\n{printed}\n```" in DOC
+
+
+def test_every_pilot_run_finished_and_meets_both_conditions():
+    module = runpy.run_path(str(LONG / "pilot.py"), run_name="pilot")
+    rows = module["pilot_rows"]()
+    assert {(r["dataset"], r["seed"]) for r in rows} == set(PILOT_RUNS.items())
+    goal = module["targets"]()
+    for row in rows:
+        assert row["epochs"] == 200 and row["collapsed"] is False and row["no_collapse"] == "yes"
+        assert row["test_accuracy"] >= goal[row["dataset"]] and row["accuracy_ok"] == "yes"
+    assert "**Both conditions hold for every pilot run, so the study runs the `long` preset as it stands:**" in DOC
+
+
+@pytest.mark.parametrize("dataset", sorted(PILOT_RUNS))
+def test_the_pilot_runs_are_finished_records(dataset):
+    run = pilot_run(dataset)
+    assert (run / "status.json").is_file() and not (run / "checkpoint.pt").exists()
+    table = read_runs_table(LONG / "pilot" / dataset / "runs.csv")
+    assert table["steps"].tolist() == [8000] and table["milestones"].astype(str).tolist() == ["6400,7200"]
+
+
+def test_the_pilot_graph_table_is_the_trajectory_of_the_edge_histories():
+    header = next(line for line in DOC.splitlines() if line.startswith("| step | 800 |"))
+    steps = [int(re.match(r"[\d,]+", cell.strip()).group().replace(",", "")) for cell in header.split("|")[2:-1]]
+    assert steps == [800, 1840, 4000, 6400, 7200, 8000]
+    for name, dataset in NAMES.items():
+        line = next(line for line in DOC.splitlines() if line.startswith(f"| {name} seed {PILOT_RUNS[dataset]} |"))
+        by_step = {row["step"]: row for row in run_trajectory(pilot_run(dataset), tau=0.006)}
+        expected = [f"{by_step[s]['edges']} / {by_step[s]['nodes']}" for s in steps]
+        assert [cell.strip() for cell in line.split("|")[2:-1]] == expected
