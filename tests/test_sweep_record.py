@@ -95,8 +95,8 @@ def test_an_old_absolute_record_is_migrated_by_resuming_it(copied_study, capsys)
 
     assert main(["sweep", "--out", str(copied_study), "--quiet"]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "sweep.yaml" in line]
-    assert notes == [f"{copied_study / 'sweep.yaml'}: data_dir now recorded relative to the dagwire checkout "
-                     "(the same place), so that it resolves on another machine"]
+    assert notes == [f"{copied_study / 'sweep.yaml'}: its places (data_dir, a graph file) now recorded relative to "
+                     "the dagwire checkout (the same place), so that it resolves on another machine"]
     assert (copied_study / "sweep.yaml").read_text() == committed  # only data_dir's line changed
     after = runs_files(copied_study)
     assert {k: v for k, v in after.items() if k != "sweep.yaml"} == {k: v for k, v in before.items() if k != "sweep.yaml"}
@@ -117,6 +117,24 @@ def _old_record(config: Path) -> str:
     text = config.read_text()
     assert "data_dir: <checkout>/../shared/data\n" in text
     return text.replace("data_dir: <checkout>/../shared/data\n", f"data_dir: {SHARED}\n")
+
+
+def test_a_sweep_records_its_graph_file_relative_to_the_checkout_and_resolves_it(tmp_path):
+    """--graph FILE inside the checkout: sweep.yaml names it <checkout>/…, each run gets it as this machine's path."""
+    graph = STUDY / "runs" / "cmnist" / "seed0" / "initial_graph.json"  # a committed graph file
+    plan = sweep_module.make_plan(datasets="cmnist", seeds="0", graph=str(graph), check_files=False)
+    recorded = "<checkout>/docs/repro/sweep/runs/cmnist/seed0/initial_graph.json"
+    assert plan.identity()["config"]["graph"] == recorded
+    assert plan.run_config("cmnist", 0).graph == str(graph)
+    # The same place recorded absolutely, as sweeps before this did: the same runs, and upgraded in place.
+    old = {**plan.identity(), "config": {**plan.identity()["config"], "graph": str(graph)}}
+    assert sweep_module.first_difference(old, plan.identity()) is None
+    assert portable.portable_identity(old) == plan.identity()
+    # A graph file outside the checkout stays absolute.
+    outside = tmp_path / "g.json"
+    shutil.copy(graph, outside)
+    elsewhere = sweep_module.make_plan(datasets="cmnist", seeds="0", graph=str(outside), check_files=False)
+    assert elsewhere.identity()["config"]["graph"] == str(outside.resolve())
 
 
 def test_a_run_records_its_places_relative_to_the_checkout_and_reads_them_back(tmp_path):

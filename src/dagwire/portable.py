@@ -2,12 +2,12 @@
 
 A place beside or inside the dagwire checkout is recorded relative to it, as
 `<checkout>/../shared/data` or `<checkout>/<path>`, and resolved against the checkout that reads
-the record; any other place stays an absolute path. sweep.yaml records its data_dir so
-(`portable_identity`), and each run's config.yaml its data_dir and initial graph file
-(`recorded_config`); both are read back as absolute paths of this machine (`resolved_config`,
-`config.read_yaml`), so an old absolute record and a new relative one of the same place give the
-same run. `upgrade_config_file` rewrites an older
-run's config.yaml in the recorded form, every other value unchanged.
+the record; any other place stays an absolute path. A sweep.yaml (`portable_identity`) and each
+run's config.yaml (`recorded_config`) record their data_dir and initial graph file so; both are
+read back as absolute paths of this machine (`resolved_config`, `config.read_yaml`), so an old
+absolute record and a new relative one of the same place give the same run.
+`upgrade_config_file` rewrites an older run's config.yaml in the recorded form, every other value
+unchanged.
 """
 
 from __future__ import annotations
@@ -89,13 +89,8 @@ def upgrade_config_file(path: str | os.PathLike) -> bool:
 
 
 def portable_identity(identity: dict[str, Any]) -> dict[str, Any]:
-    """A sweep.yaml's contents with every data_dir in its recorded form (the same places; nothing else changes)."""
-    def upgraded(values: dict[str, Any]) -> dict[str, Any]:
-        if not values.get("data_dir"):
-            return values
-        return {**values, "data_dir": recorded_path(values["data_dir"])}
-
-    out = {**identity, "config": upgraded(dict(identity["config"]))}
+    """A sweep.yaml's contents with each place (data_dir, a graph file) in its recorded form; nothing else changes."""
+    out = {**identity, "config": recorded_config(dict(identity["config"]))}
     if identity.get("per_dataset"):
-        out["per_dataset"] = {d: upgraded(dict(v)) for d, v in identity["per_dataset"].items()}
+        out["per_dataset"] = {d: recorded_config(dict(v)) for d, v in identity["per_dataset"].items()}
     return out

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import given_values
 from ..errors import DagwireError
-from .portable import SHARED_DATA, recorded_path, resolved_path
+from ..portable import SHARED_DATA, recorded_config, resolved_config, resolved_path
 
 
 SWEEP_FILE = "sweep.yaml"
@@ -156,17 +156,6 @@ def run_dir_names(datasets: list[str]) -> dict[str, str]:
             for d, v in names.items()}
 
 
-def _recorded_paths(values: dict[str, Any]) -> dict[str, Any]:
-    """data_dir as sweep.yaml records it (portable.py) and a graph file as an absolute path: Ray
-    workers need not share the driver's cwd."""
-    values = dict(values)
-    if values.get("data_dir"):
-        values["data_dir"] = recorded_path(values["data_dir"])
-    if values.get("graph") not in (None, "complete", "local"):
-        values["graph"] = str(Path(values["graph"]).expanduser().resolve())
-    return values
-
-
 # --------------------------------------------------------------------------------------------
 # The plan: which runs, with which configuration
 
@@ -197,11 +186,8 @@ class SweepPlan:
 
     def effective(self, dataset: str) -> dict[str, Any]:
         """The configuration one dataset's runs share (TrainConfig fields minus dataset, seed, device),
-        data_dir resolved on this machine: two records of one place compare equal."""
-        values = {**self.config, **self.per_dataset.get(dataset, {})}
-        if values.get("data_dir"):
-            values["data_dir"] = resolved_path(values["data_dir"])
-        return values
+        data_dir and a graph file resolved on this machine: two records of one place compare equal."""
+        return resolved_config({**self.config, **self.per_dataset.get(dataset, {})})
 
     def identity(self) -> dict[str, Any]:
         """What sweep.yaml stores (the preset is recorded for information, not compared)."""
@@ -297,7 +283,8 @@ def make_plan(
         seeds = str(given["seed"]) if given.get("seed") is not None else chosen.get("seeds", DEFAULT_SEEDS)
     seed_list = parse_seeds(seeds)
 
-    values = _recorded_paths({**chosen.get("config", {}), **given})
+    # sweep.yaml records data_dir and a graph file portably (portable.py); they are resolved where used.
+    values = recorded_config({**chosen.get("config", {}), **given})
     device = str(values.get("device") or "cpu")
     base = build_config(None, **{k: v for k, v in values.items() if k not in _PER_RUN_FIELDS}, device=device)
     config = {f.name: getattr(base, f.name) for f in fields(TrainConfig) if f.name not in _PER_RUN_FIELDS}
@@ -306,7 +293,7 @@ def make_plan(
         normal = normalise_dataset(name, check_files=False)
         kept = {k: v for k, v in extra.items() if k not in given}  # what the user gave wins
         if normal in dataset_list and kept:
-            per_dataset[normal] = _recorded_paths(kept)
+            per_dataset[normal] = recorded_config(kept)
     plan = SweepPlan(dataset_list, seed_list, config, per_dataset, device, preset, bool(retrain), lams)
     for dataset in dataset_list:  # every run's configuration must be valid before anything starts
         for lam in lams or [None]:
@@ -314,7 +301,7 @@ def make_plan(
     if config["graph"] not in ("complete", "local"):
         from .. import spec as specs
 
-        specs.load(config["graph"])
+        specs.load(resolved_path(config["graph"]))
     return plan
 
 

@@ -40,8 +40,8 @@ def prepare_dir(sweep_dir: Path, plan: SweepPlan) -> bool:
 
 
 def upgrade_sweep_file(sweep_dir: Path) -> bool:
-    """Rewrite DIR/sweep.yaml with each data_dir in its portable form where it holds an absolute path
-    of the checkout's (an older sweep's record); True when it did. Every other value stays."""
+    """Rewrite DIR/sweep.yaml with each place (data_dir, a graph file) in its portable form where it holds
+    an absolute path of the checkout's (an older sweep's record); True when it did. Every other value stays."""
     stored = read_sweep_file(sweep_dir)
     upgraded = portable_identity(stored)
     if upgraded == stored:
@@ -103,8 +103,8 @@ def _run_held(plan: SweepPlan, sweep_dir: Path, address: str | None, cpus_per_ru
         if new:  # DIR itself exists: the hold made it
             write_sweep_file(sweep_dir, plan.identity())
         elif upgrade_sweep_file(sweep_dir):
-            click.echo(f"{sweep_dir / SWEEP_FILE}: data_dir now recorded relative to the dagwire checkout "
-                       "(the same place), so that it resolves on another machine", err=True)
+            click.echo(f"{sweep_dir / SWEEP_FILE}: its places (data_dir, a graph file) now recorded relative to "
+                       "the dagwire checkout (the same place), so that it resolves on another machine", err=True)
         if not new:
             from ..upgrade import upgrade_run_configs
 
