@@ -55,3 +55,18 @@ def test_the_pilot_graph_table_is_the_trajectory_of_the_edge_histories():
         by_step = {row["step"]: row for row in run_trajectory(pilot_run(dataset), tau=0.006)}
         expected = [f"{by_step[s]['edges']} / {by_step[s]['nodes']}" for s in steps]
         assert [cell.strip() for cell in line.split("|")[2:-1]] == expected
+
+
+def test_the_study_progress_table_is_the_trajectory_of_its_finished_runs():
+    header = "| run | test accuracy | step 800 | 1,840 | 4,000 | 6,400 (end of lr 0.1) | 7,200 | 8,000 (end) |"
+    assert header in DOC
+    steps = [800, 1840, 4000, 6400, 7200, 8000]
+    lines = [line for line in DOC.splitlines() if re.match(r"\| CF?\w+ seed [0-4] \|", line)]
+    assert lines, "the progress table lists no finished study run"
+    for line in lines:
+        name, seed = re.match(r"\| (\w+) seed (\d) \|", line).groups()
+        run = LONG / "sweep" / "runs" / NAMES[name] / f"seed{seed}"
+        assert '"done"' in (run / "status.json").read_text()
+        by_step = {row["step"]: row for row in run_trajectory(run, tau=0.006)}
+        cells = [cell.strip() for cell in line.split("|")[3:-1]]
+        assert cells == [f"{by_step[s]['edges']} / {by_step[s]['nodes']}" for s in steps]
