@@ -281,6 +281,50 @@ def test_ordering_by_any_column_pools_tables_that_differ_in_it(tmp_path, capsys,
     assert "two values" in capsys.readouterr().err
 
 
+def test_ordering_per_cpu_gives_each_kind_its_verdict_and_names_runs_that_moved(tmp_path, capsys):
+    """--per cpu: a trend planted on one machine kind only is reproduced there and not on the other;
+    a run that resumed on another CPU is in neither kind's test but is in the table's."""
+    trend, flat = runs_table(trend=3.0, seed=11), runs_table(trend=0.0, seed=12).assign(seed=lambda d: d.seed + 6)
+    table = pd.concat([trend.assign(cpu="Intel Xeon (AVX512)"), flat.assign(cpu="AMD EPYC (AVX2)")],
+                      ignore_index=True)
+    table.loc[0, "cpu"] = "Intel Xeon (AVX512); AMD EPYC (AVX2)"  # easy seed 0 moved
+    table.loc[len(table)] = {**table.iloc[1].to_dict(), "seed": 99, "status": "pending", "cpu": None}
+    write_runs_table(runs_frame(table.to_dict("records")), tmp_path)
+    runs = str(tmp_path / "runs.csv")
+    assert main(["ordering", runs, "--per", "cpu", "--json", "--permutations", "399"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["per"] == "cpu" and result["moved"] == ["easy 0"]
+    assert result["runs"] == 36  # the whole table's test keeps the moved run
+    groups = {g["cpu"]: g for g in result["groups"]}
+    assert list(groups) == ["Intel Xeon (AVX512)", "AMD EPYC (AVX2)"]  # in the table's order
+    assert groups["Intel Xeon (AVX512)"]["runs"] == 17 and groups["AMD EPYC (AVX2)"]["runs"] == 18
+    assert {t["verdict"] for t in groups["Intel Xeon (AVX512)"]["result"]["tests"]} == {"reproduced"}
+    assert {t["verdict"] for t in groups["AMD EPYC (AVX2)"]["result"]["tests"]} == {"not reproduced"}
+    assert main(["ordering", runs, "--per", "cpu", "--permutations", "399"]) == 0
+    out = capsys.readouterr().out
+    assert "== all runs" in out and "== cpu = Intel Xeon (AVX512) (17 runs)" in out
+    assert "== cpu = AMD EPYC (AVX2) (18 runs)" in out and "moved between CPUs while training: easy 0" in out
+
+
+def test_ordering_per_a_kind_with_one_dataset_says_there_is_no_test(tmp_path, capsys):
+    table = runs_table(trend=3.0, seed=13).assign(cpu="Intel Xeon (AVX512)")
+    table.loc[table["dataset"] == "hard", "cpu"] = "AMD EPYC (AVX2)"  # a kind that ran one dataset only
+    write_runs_table(runs_frame(table.to_dict("records")), tmp_path)
+    assert main(["ordering", str(tmp_path / "runs.csv"), "--per", "cpu", "--permutations", "99"]) == 0
+    out = capsys.readouterr().out
+    assert "== cpu = AMD EPYC (AVX2) (6 runs)\nno test: it needs finished runs of at least two datasets" in out
+
+
+def test_ordering_per_bad_input_is_one_line(tmp_path, capsys):
+    write_runs_table(runs_frame(runs_table(3.0).to_dict("records")), tmp_path)
+    table = str(tmp_path / "runs.csv")
+    assert main(["ordering", table, "--per", "cpu"]) == 2  # the synthetic table has no cpu column
+    assert main(["ordering", table, table, "--per", "channels", "--by", "channels"]) == 2
+    assert main(["ordering", table, table, "--per", "channels"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "no cpu column" in err[0] and "give one of them" in err[1] and "give one" in err[2]
+
+
 def test_ordering_by_channels_bad_input_is_one_line(tmp_path, capsys):
     write_runs_table(runs_frame(runs_table(3.0).to_dict("records")), tmp_path)
     table = str(tmp_path / "runs.csv")

@@ -1,6 +1,9 @@
 """`dagwire ordering`: the test of the paper's claim on one runs table, or on several pooled by capacity.
 
-One table: does a harder task learn a denser, deeper graph (`stats.ordering_test`)? Several with
+One table: does a harder task learn a denser, deeper graph (`stats.ordering_test`)? With `--per
+COLUMN` that test within each value of a column of the one table (`--per cpu`: one verdict per
+machine kind, for a study that spans kinds; a run that moved between kinds belongs to none of them
+and is named, not tested). Several with
 `--by COLUMN` (any runs-table column whose value differs between the tables: `channels` for
 capacity, `steps` for the schedule's length): that test at each of the column's two values, each
 at its own τ*, then per feature whether the difficulty effect grows from the smaller value to the
@@ -24,6 +27,9 @@ from .stats import TAU_STAR_SUFFIX, OrderingResult
 @click.option("--by", metavar="COLUMN",
               help="Pool several runs tables by a column whose value differs between them (channels, steps, ...) "
                    "and test whether the ordering grows with it.")
+@click.option("--per", metavar="COLUMN",
+              help="Also give the verdict within each value of this column of the one table (cpu: per machine "
+                   "kind; a run that moved between CPUs is left out of every kind and named).")
 @click.option("--tau-column", type=click.Choice(["auto", "tau_star", "threshold"]), default="auto", show_default=True,
               help="Features at τ* (tau_star), at the sweep's τ (threshold), or τ* when every table has it (auto).")
 @click.option("--permutations", type=int, default=9999, show_default=True, help="Permutations of the labels.")
@@ -31,7 +37,7 @@ from .stats import TAU_STAR_SUFFIX, OrderingResult
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False),
               help="With --by: draw graph size against difficulty, one line per capacity, to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def ordering_command(runs_files, by, tau_column, permutations, seed, plot_file, as_json) -> None:
+def ordering_command(runs_files, by, per, tau_column, permutations, seed, plot_file, as_json) -> None:
     """Test the paper's claim on runs tables: does a harder task learn a denser, deeper graph?
 
     Per feature: Kendall's τ-b between difficulty rank (by mean test accuracy) and the feature,
@@ -39,7 +45,8 @@ def ordering_command(runs_files, by, tau_column, permutations, seed, plot_file, 
     of adjacent datasets the difference of means with a bootstrap 95 % interval. With --by
     COLUMN (channels, steps, ...): that at each of its two values, and per feature Δ = τ-b at the
     larger value minus at the smaller, with a bootstrap interval and a one-sided permutation p for
-    growth, Holm-adjusted.
+    growth, Holm-adjusted. With --per COLUMN (cpu, ...): the one table's verdict, then the same test
+    within each value of the column.
     """
     import pandas as pd
 
@@ -51,6 +58,10 @@ def ordering_command(runs_files, by, tau_column, permutations, seed, plot_file, 
     if len(runs_files) > 1 and by is None:
         raise DagwireError(f"{len(runs_files)} runs tables given: pool them with --by COLUMN (channels, steps, ...), "
                            "or give one")
+    if per is not None and by is not None:
+        raise DagwireError("--per splits one table and --by pools several: give one of them")
+    if per is not None and len(runs_files) > 1:
+        raise DagwireError("--per splits one runs table: give one")
     if plot_file and by is None:
         raise DagwireError("--plot draws the values of --by against each other: it needs --by COLUMN")
     tables = [read_runs_table(path) for path in runs_files]
@@ -66,7 +77,28 @@ def ordering_command(runs_files, by, tau_column, permutations, seed, plot_file, 
         result = ordering_test(tables[0], suffix, permutations, permutations, seed, label=label(tables[0]))
         if result is None:
             raise DagwireError(f"{runs_files[0]}: the test needs finished runs of at least two datasets")
-        click.echo(json.dumps(result.to_dict(), allow_nan=True) if as_json else "\n".join(ordering_lines(result)))
+        if per is None:
+            click.echo(json.dumps(result.to_dict(), allow_nan=True) if as_json else "\n".join(ordering_lines(result)))
+            return
+        groups, moved = split_by(tables[0], per) if per in tables[0].columns else ({}, [])
+        if not groups and not moved:
+            raise DagwireError(f"{runs_files[0]} has no {per} column to split by (or no run has a value in it)")
+        parts = {value: ordering_test(part, suffix, permutations, permutations, seed, label=label(tables[0]))
+                 for value, part in groups.items()}
+        if as_json:
+            click.echo(json.dumps({**result.to_dict(), "per": per, "moved": moved,
+                                   "groups": [{per: value, "runs": int(len(groups[value])),
+                                               "result": None if r is None else r.to_dict()}
+                                              for value, r in parts.items()]}, allow_nan=True))
+            return
+        click.echo("== all runs")
+        click.echo("\n".join(ordering_lines(result)))
+        for value, part_result in parts.items():
+            click.echo(f"== {per} = {value} ({len(groups[value])} runs)")
+            click.echo("\n".join(ordering_lines(part_result)) if part_result is not None
+                       else "no test: it needs finished runs of at least two datasets")
+        if moved:
+            click.echo(f"left out of every {per} group, moved between CPUs while training: {', '.join(moved)}")
         return
 
     for path, df in zip(runs_files, tables):
@@ -108,6 +140,30 @@ def ordering_command(runs_files, by, tau_column, permutations, seed, plot_file, 
                    f"{t.p_holm:8.4f}  {t.verdict}")
     if plot_file:
         click.echo(f"wrote {plot_file}")
+
+
+def split_by(df, column: str) -> tuple[dict, list[str]]:
+    """The table's rows per value of `column` (first-seen order), and "dataset seed" of the runs that moved.
+
+    A run with no value (a pending run has no `cpu`) is in no group. For `cpu`, a run that trained
+    on several CPUs (CPU_SEPARATOR-joined: it resumed on another machine) belongs to no one kind,
+    so it is in no group either, and is returned by name.
+    """
+    import pandas as pd
+
+    from .tables import CPU_SEPARATOR
+
+    groups: dict = {}
+    moved: list[str] = []
+    for index, value in df[column].items():
+        text = "" if pd.isna(value) else str(value)
+        if not text:
+            continue
+        if column == "cpu" and CPU_SEPARATOR in text:
+            moved.append(f"{df.at[index, 'dataset']} {df.at[index, 'seed']}")
+            continue
+        groups.setdefault(column_value(value), []).append(index)
+    return {value: df.loc[rows] for value, rows in groups.items()}, moved
 
 
 def column_value(value):
