@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dagwire.tables import read_runs_table
-from dagwire.trajectory import run_trajectory
+from dagwire.trajectory import run_trajectory, schedule_of
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = ROOT / "docs" / "long"
@@ -58,7 +58,9 @@ def test_the_pilot_graph_table_is_the_trajectory_of_the_edge_histories():
 
 def edges_and_nodes(run: Path, steps: list[int]) -> list[str]:
     """The run's "edges / nodes" at τ = 0.006 after each of these steps, as the docs' tables write them."""
-    by_step = {row["step"]: row for row in run_trajectory(run, tau=0.006)}
+    schedule = schedule_of(run)  # only the epochs that end at these steps are measured
+    rows = run_trajectory(run, tau=0.006, epochs=[schedule.epoch_ending_at(s) for s in steps])
+    by_step = {row["step"]: row for row in rows}
     return [f"{by_step[s]['edges']} / {by_step[s]['nodes']}" for s in steps]
 
 

@@ -49,6 +49,9 @@ def test_a_planted_history_gives_the_edges_and_nodes_of_each_epoch(tmp_path):
     assert rows[0]["mean_degree"] == pytest.approx(2 * 15 / 6)
     assert "pca_elongation" not in rows[0] and "q1d" not in rows[0]  # the layout's features are left out
     assert [r["epoch"] for r in run_trajectory(run, every=2)] == [2, 4, 5]  # every 2nd, and the last
+    assert run_trajectory(run, epochs=[4, 2]) == [rows[1], rows[3]]  # the epochs asked for, in order
+    with pytest.raises(DagwireError, match=r"5 epochs recorded, asked for epochs \[0, 6\]"):
+        run_trajectory(run, epochs=[6, 0])
 
 
 def test_a_run_still_training_has_the_trajectory_of_its_epochs_so_far(tmp_path):

@@ -65,8 +65,9 @@ def run_schedule(config: TrainConfig) -> Schedule:
     return Schedule(per_epoch, config.epochs, tuple(config.milestone_steps(per_epoch)))
 
 
-def run_trajectory(run_dir: str | os.PathLike, tau: float = DEFAULT_TAU, every: int = 1) -> list[dict[str, Any]]:
-    """One row per k-th epoch (and the last) of a run: epoch, step, lr, edges kept and the features at τ."""
+def run_trajectory(run_dir: str | os.PathLike, tau: float = DEFAULT_TAU, every: int = 1,
+                   epochs: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """One row per k-th epoch (and the last), or per epoch of `epochs`: epoch, step, lr, edges kept, features at τ."""
     files = RunDir(run_dir)
     for path in (files.config, files.initial_graph, files.edge_history):
         if not path.is_file():
@@ -82,8 +83,13 @@ def run_trajectory(run_dir: str | os.PathLike, tau: float = DEFAULT_TAU, every: 
     channels = int(learned.meta.get("channels", config.channels))
     sizes = {"in_channels": int(learned.meta.get("in_channels", 3)),
              "num_classes": int(learned.meta.get("num_classes", 10))}
+    if epochs is None:
+        epochs = epochs_to_measure(len(history), every)
+    elif not set(epochs) <= set(range(1, len(history) + 1)):
+        raise DagwireError(f"{files.edge_history}: {len(history)} epochs recorded, "
+                           f"asked for epochs {sorted(set(epochs))}")
     rows = []
-    for epoch in epochs_to_measure(len(history), every):
+    for epoch in sorted(set(epochs)):
         graph = learned.with_weights(history[epoch - 1])
         step = epoch * schedule.steps_per_epoch
         row = {"epoch": epoch, "step": step, "lr": config.learning_rate(step - 1, schedule.steps_per_epoch),
