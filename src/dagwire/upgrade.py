@@ -41,13 +41,26 @@ def upgrade_run_configs(root: str | os.PathLike) -> list[Path]:
             if _is_run_config(path) and upgrade_config_file(path)]
 
 
+def upgrade_sweep_file(sweep_dir: Path) -> bool:
+    """Rewrite DIR/sweep.yaml with each place (data_dir, a graph file) in its portable form where it holds
+    an absolute path of the checkout's (an older sweep's record); True when it did. Every other value stays."""
+    from .portable import portable_identity
+    from .sweep.plan import read_sweep_file, write_sweep_file
+
+    stored = read_sweep_file(sweep_dir)
+    upgraded = portable_identity(stored)
+    if upgraded == stored:
+        return False
+    write_sweep_file(sweep_dir, upgraded)
+    return True
+
+
 def upgrade_records(root: str | os.PathLike) -> list[Path]:
     """Every sweep.yaml and run config.yaml under `root` in the portable form, each sweep held meanwhile; the files rewritten."""
     from contextlib import ExitStack
 
     from .sweep.hold import hold_sweep_dir
     from .sweep.plan import SWEEP_FILE
-    from .sweep.runner import upgrade_sweep_file
 
     root = Path(root)
     if not root.is_dir():

@@ -12,10 +12,10 @@ import click
 
 from ..errors import DagwireError
 from ..tables import runs_frame
+from ..upgrade import upgrade_run_configs, upgrade_sweep_file
 from .cluster import _check_resources, check_reachable, connect_ray, run_slots
 from .hold import HOLD_FILE, hold_sweep_dir
 from .plan import SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file, seed_major, write_sweep_file
-from ..portable import portable_identity
 from .table import make_row, result_from_disk, write_tables
 from .worker import Job, one_line, run_task, write_marker, write_status
 
@@ -36,17 +36,6 @@ def prepare_dir(sweep_dir: Path, plan: SweepPlan) -> bool:
         return False
     if sweep_dir.is_dir() and any(p.name != HOLD_FILE for p in sweep_dir.iterdir()):
         raise DagwireError(f"{sweep_dir} exists and is not a sweep directory (no {SWEEP_FILE}); give another --out")
-    return True
-
-
-def upgrade_sweep_file(sweep_dir: Path) -> bool:
-    """Rewrite DIR/sweep.yaml with each place (data_dir, a graph file) in its portable form where it holds
-    an absolute path of the checkout's (an older sweep's record); True when it did. Every other value stays."""
-    stored = read_sweep_file(sweep_dir)
-    upgraded = portable_identity(stored)
-    if upgraded == stored:
-        return False
-    write_sweep_file(sweep_dir, upgraded)
     return True
 
 
@@ -106,8 +95,6 @@ def _run_held(plan: SweepPlan, sweep_dir: Path, address: str | None, cpus_per_ru
             click.echo(f"{sweep_dir / SWEEP_FILE}: its places (data_dir, a graph file) now recorded relative to "
                        "the dagwire checkout (the same place), so that it resolves on another machine", err=True)
         if not new:
-            from ..upgrade import upgrade_run_configs
-
             upgraded = upgrade_run_configs(sweep_dir / "runs")
             if upgraded:
                 click.echo(f"{sweep_dir}: {len(upgraded)} run config(s) now record their places relative to the "
