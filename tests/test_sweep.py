@@ -670,3 +670,37 @@ def test_capacity_preset_is_repro_with_the_longer_ramped_first_phase():
     assert differ == {"epochs", "lr_milestones", "lam_warmup"}  # channels given as repro's 4
     assert plan.per_dataset == repro.per_dataset and plan.seeds == repro.seeds == [0, 1, 2, 3, 4]
     assert sweep_module.make_plan(preset="capacity").config["channels"] == 8
+
+
+def test_the_expected_time_counts_what_resuming_runs_have_left():
+    """Two runs half done and three new, two at a time: 2.5 runs' time in all (0.5, 0.5, then 1 + 1, then 1), not 3."""
+    from dagwire.sweep.plan import _makespan
+
+    assert _makespan([1.0] * 5, 2) == 3.0  # new runs only: ceil(5 / 2) runs' time
+    assert _makespan([0.5, 0.5, 1.0, 1.0, 1.0], 2) == 2.5
+    assert _makespan([0.25, 1.0, 1.0], 2) == 1.25  # the third run waits for the first slot to free
+
+    plan = sweep_module.make_plan(preset="long")
+
+    def expected(left):
+        line = sweep_module.describe_plan(plan, 5, slots=2, step_seconds=1.0, left=left)[-1]
+        minutes, hours = re.match(r"expected: about (\d+) min a run, ([\d.]+) h in all", line).groups()
+        return int(minutes), float(hours)
+
+    minutes, fresh = expected([])
+    assert fresh == pytest.approx(3 * minutes / 60, abs=0.1)  # three rounds of two runs (minutes are rounded)
+    assert expected([0.5, 0.5]) == (minutes, pytest.approx(fresh * 2.5 / 3, abs=0.1))
+    assert expected([1.0, 1.0, 1.0, 1.0, 1.0]) == (minutes, fresh)
+
+
+def test_a_run_resuming_from_its_checkpoint_has_the_share_of_its_epochs_left(tmp_path):
+    from dagwire.config import build_config
+    from dagwire.sweep.runner import share_left
+
+    config = build_config(None, epochs=8)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2)))
+    assert share_left(config, run) == 1.0  # no checkpoint: it starts again from the first epoch
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert share_left(config, run) == 0.75

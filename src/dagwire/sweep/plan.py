@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
 from ..config import given_values
@@ -313,11 +313,13 @@ def lr_phases(config, steps_per_epoch: int) -> list[tuple[float, int]]:
 
 
 def describe_plan(plan: SweepPlan, todo: int, cpus_per_run: int = 1, slots: int | None = None,
-                  step_seconds: float | None = None) -> list[str]:
+                  step_seconds: float | None = None, left: Sequence[float] = ()) -> list[str]:
     """Lines shown before a sweep starts: runs, each dataset's schedule in steps, and the expected time.
 
     The time is an estimate from one timed training step of the initial network on this machine
-    (or `step_seconds`), plus evaluations at a third of a step per batch.
+    (or `step_seconds`), plus evaluations at a third of a step per batch. `left`: the share of each
+    run to do still to train, in the order they start (below 1 for one resuming from a checkpoint;
+    a run not listed counts as new).
     """
     from ..config import TAU_GRID
 
@@ -344,10 +346,21 @@ def describe_plan(plan: SweepPlan, todo: int, cpus_per_run: int = 1, slots: int 
                                                                               + curve_batches) / 3))
     if seconds_per_run and todo and step_seconds:
         mean = sum(seconds_per_run) / len(seconds_per_run)
-        total = mean * math.ceil(todo / slots)
+        shares = [min(max(share, 0.0), 1.0) for share in left][:todo]
+        total = mean * _makespan(shares + [1.0] * (todo - len(shares)), slots)
         lines.append(f"expected: about {mean / 60:.0f} min a run, {total / 3600:.1f} h in all "
                      f"(one step {step_seconds:.2f} s on {cpus_per_run} thread{'s' if cpus_per_run > 1 else ''} here)")
     return lines
+
+
+def _makespan(works: Sequence[float], slots: int) -> float:
+    """When the last of these works ends, each started in order on the first of `slots` free slots."""
+    import heapq
+
+    free = [0.0] * slots
+    for work in works:
+        heapq.heappush(free, heapq.heappop(free) + work)
+    return max(free)
 
 
 def _time_one_step(config, threads: int) -> float:

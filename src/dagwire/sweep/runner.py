@@ -11,6 +11,8 @@ from typing import Any
 import click
 
 from ..errors import DagwireError
+from ..files import read_jsonl
+from ..rundir import RunDir
 from ..tables import runs_frame
 from ..upgrade import upgrade_run_configs, upgrade_sweep_file
 from .cluster import _check_resources, check_reachable, connect_ray, run_slots
@@ -130,6 +132,19 @@ def seed_groups(todo: list[tuple[str, int, str]], batch_seeds: int) -> list[list
     return groups
 
 
+def share_left(config, run_dir: Path) -> float:
+    """The share of a run's epochs still to train: 1 unless it resumes from a checkpoint.
+
+    Its epochs done are read from metrics.jsonl, which is written just after each checkpoint (so it
+    is never ahead of the checkpoint), rather than by loading the checkpoint itself.
+    """
+    files = RunDir(run_dir)
+    if not files.checkpoint.exists():
+        return 1.0
+    done = sum(1 for record in read_jsonl(files.metrics) if "epoch" in record)
+    return max(0.0, 1 - done / config.epochs)
+
+
 def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm,
              check_kernels, marker=None) -> None:
     """Submit the runs, then record each as it finishes (runs.csv and runs.parquet rewritten each time).
@@ -139,7 +154,9 @@ def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, ba
     import ray
 
     if progress:  # the plan, once every input has been checked and before the first run starts
-        for line in describe_plan(plan, len(todo), cpus_per_run, step_seconds=None if plan.device == "cpu" else 0.0):
+        left = [share_left(plan.run_config(d, s), sweep_dir / rel) for d, s, rel in todo]
+        for line in describe_plan(plan, len(todo), cpus_per_run, step_seconds=None if plan.device == "cpu" else 0.0,
+                                  left=left):
             click.echo(line, err=True)
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(run_task)
     waiting = seed_groups(todo, batch_seeds)
