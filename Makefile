@@ -33,10 +33,8 @@ demo: setup data
 	$(DAGWIRE) draw $(RUN)/graph.json --threshold star --show-removed -o $(RUN)/graph.png
 	$(DAGWIRE) features $(RUN)/graph.json --threshold star
 
-# Two pytest-xdist workers: most tests wait on processes (Ray, subprocesses), so two at once finish
-# the suite in about two thirds of the time on 2 cores (`pytest -p no:xdist` for one process).
 test: setup
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest
 
 bench: setup
 	$(DAGWIRE) bench --json
