@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,9 @@ from .hold import HOLD_FILE, hold_sweep_dir
 from .plan import SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file, seed_major, write_sweep_file
 from .table import make_row, result_from_disk, write_tables
 from .worker import Job, one_line, run_task, write_marker, write_status
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,7 +135,7 @@ def seed_groups(todo: list[tuple[str, int, str]], batch_seeds: int) -> list[list
     return groups
 
 
-def share_left(config, run_dir: Path) -> float:
+def share_left(config: TrainConfig, run_dir: Path) -> float:
     """The share of a run's epochs still to train: 1 unless it resumes from a checkpoint.
 
     Its epochs done are read from metrics.jsonl, which is written just after each checkpoint (so it
