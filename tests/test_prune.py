@@ -113,11 +113,13 @@ def test_retrain_run_default_dirs_and_resume_if_present(trained_run):
         retrain_run(trained, 0.006, fit=True, resume=False)
 
 
-def test_fitted_c_equal_to_the_runs_own_reuses_the_same_c_retraining(trained_run, tmp_path):
-    """Nothing cut (λ = 0): the fitted C is the run's C, so the fitted retraining is a copy, not a rerun."""
+def test_a_retraining_of_the_same_network_is_a_copy_of_the_same_c_retraining(trained_run, tmp_path):
+    """Nothing cut (λ = 0): the fitted C is the run's C, the one random graph of the learned graph's size is
+    that graph, the width control is it too; each is a copy of the same-C retraining, not a rerun."""
     import yaml
 
-    from dagwire.prune import retrain_run
+    from dagwire.prune import architecture_config, plan_controls, retrain_control, retrain_run
+    from dagwire.train import train
 
     run = tmp_path / "dense"
     assert main(["train", "--dataset", f"npz:{trained_run.parent / 'tiny.npz'}", "--nodes", "6", "--stages", "2",
@@ -132,6 +134,23 @@ def test_fitted_c_equal_to_the_runs_own_reuses_the_same_c_retraining(trained_run
     assert (fitted.out / "metrics.jsonl").read_text() == (same.out / "metrics.jsonl").read_text()
     assert yaml.safe_load((fitted.out / "config.yaml").read_text())["graph"] == str(fitted.out / "pruned_graph.json")
     assert not (run / "retrain-0.006-fitC.copying").exists()
+
+    random, width = plan_controls(trained, 0.006, ["random", "width"], count=1)
+    assert width.channels == 2 and width.record["residual"] == 0
+    for control in (random, width):
+        config, result = retrain_control(trained, 0.006, control, epochs=1)
+        out = run / f"retrain-0.006-{control.name}"
+        assert result.out == out and result.test_accuracy == same.test_accuracy
+        assert (out / "weights.pt").read_bytes() == (same.out / "weights.pt").read_bytes()
+        facts = json.loads((out / "network.json").read_text())
+        assert facts["family"] == control.name.rstrip("0") and facts["same_network_as"] == "retrain-0.006"
+        assert yaml.safe_load((out / "config.yaml").read_text())["graph"] == config.graph
+    assert specs.load(run / "retrain-0.006-random0" / "pruned_graph.json").meta["family"] == "random"
+    assert not (run / "retrain-0.006-width" / "pruned_graph.json").exists()  # trained from "complete"
+    # The copy is what training would give: the width control trained for real has the same weights.
+    fresh = tmp_path / "fresh"
+    train(architecture_config(trained, None, 2, fresh, epochs=1), fresh)
+    assert (fresh / "weights.pt").read_bytes() == (same.out / "weights.pt").read_bytes()
 
 
 def test_retrain_random_controls_keep_the_pruned_graphs_nodes_and_edges_per_stage(trained_run, capsys):

@@ -254,6 +254,19 @@ def test_runs_start_seed_major_one_slot_at_a_time(tmp_path, data):
     assert [(d, s) for _, d, s in started] == [(data["a"], 3), (data["b"], 3), (data["a"], 1), (data["b"], 1)]
 
 
+def test_runs_at_once_leaves_the_other_cores_free(tmp_path, data, capsys):
+    """--runs-at-once 1 on the module's 2-CPU Ray: each run starts only after the one before has finished."""
+    out = tmp_path / "one"
+    args = ["--datasets", f"{data['a']},{data['b']}", "--seeds", "0", *TINY, "--epochs", "1", "--out", out]
+    assert sweep(*[a for a in args if a != "--quiet"], "--runs-at-once", "1") == 0
+    assert ", 1 at a time" in capsys.readouterr().err
+    runs = [out / r for r in pd.read_csv(out / "runs.csv")["run_dir"]]
+    spans = sorted(((r / "config.yaml").stat().st_mtime_ns, (r / "status.json").stat().st_mtime_ns) for r in runs)
+    assert spans[1][0] > spans[0][1]  # two at a time would start both before either finished
+    assert sweep(*args, "--runs-at-once", "0") == 2
+    assert "--runs-at-once must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_rerun_of_a_finished_sweep_runs_nothing(tiny_sweep):
     out, args = tiny_sweep
     runs = [out / r for r in pd.read_csv(out / "runs.csv")["run_dir"]]

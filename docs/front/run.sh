@@ -11,8 +11,8 @@
 # 3. `dagwire front` over both.
 #
 # Seed-major (seed 0 of every family, then seed 1, ...), so that a machine that stops part-way has
-# run every family and dataset alike. One thread a process, JOBS processes (default 2). Run one copy
-# of the script at a time: two would train the same retraining at once.
+# run every family and dataset alike. One thread a process, JOBS processes (default 2; JOBS=1 leaves
+# a core to other work). Run one copy of the script at a time: two would train the same retraining at once.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DAGWIRE=${DAGWIRE:-.venv/bin/dagwire}
@@ -34,8 +34,10 @@ print(retrain_dir(sys.argv[1], run_tau_star(sys.argv[1]), False))' "$run")
   "$DAGWIRE" retrain "$run" --threshold star --control random --controls 2 --control width --quiet
 }
 
-# The λ front's own runs first (a sweep resumes by itself), seed-major inside it.
-"$DAGWIRE" sweep --preset capacity --channels 4 --datasets cfashionmnist --seeds 0-2 --lam 0,2e-2,5e-2 --out "$LAM" --quiet
+JOBS=${JOBS:-2}
+# The λ front's own runs first (a sweep resumes by itself), seed-major inside it, JOBS at a time.
+"$DAGWIRE" sweep --preset capacity --channels 4 --datasets cfashionmnist --seeds 0-2 --lam 0,2e-2,5e-2 --out "$LAM" \
+  --runs-at-once "$JOBS" --quiet
 
 # Every run to retrain, seed-major; JOBS workers (default 2, one a core) take every JOBS-th of them.
 runs=()
@@ -45,7 +47,6 @@ for seed in 0 1 2 3 4; do
     for lam in lam0 lam0.02 lam0.05; do runs+=("$LAM/runs/cfashionmnist/$lam/seed$seed"); done
   fi
 done
-JOBS=${JOBS:-2}
 workers=()
 for ((worker = 0; worker < JOBS; worker++)); do
   (for ((k = worker; k < ${#runs[@]}; k += JOBS)); do retrain_with_controls "${runs[k]}"; done) &

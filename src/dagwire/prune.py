@@ -184,7 +184,7 @@ def retrain_run(
         goal = full_parameter_count(trained) if fit and target is None else target
         return retrain_config(trained, tau, out_dir, seed=seed, fit_channels=goal if fit else None, **overrides)
 
-    reuse = (lambda config: _reuse_same_channels(trained, tau, config, out_dir)) if fit else None
+    reuse = (lambda config: _reuse_equal_retraining(trained, tau, config, out_dir)) if fit else None
     return _train_in(out_dir, make_config, resume, progress, dataset, overrides.get("device"), reuse)
 
 
@@ -213,30 +213,47 @@ def _train_in(out_dir: Path, make_config: Callable[[], TrainConfig], resume: boo
     return config, train(config, out_dir, resume=resume, progress=progress, dataset=dataset)
 
 
-def _reuse_same_channels(trained: TrainedRun, tau: float, config: TrainConfig, out_dir: Path) -> TrainResult | None:
-    """A fitted-C retraining whose C came out as the run's own is the same-C retraining: copy it when finished.
+def _reuse_equal_retraining(trained: TrainedRun, tau: float, config: TrainConfig, out_dir: Path) -> TrainResult | None:
+    """A retraining of the same network in the same regime as the finished same-C retraining: copy that one.
 
-    Happens when pruning cut too little to free a channel (small graphs, short runs); training it
-    again would repeat the same steps (same config, seed and device) for the same weights.
+    Happens when pruning cut too little to free a channel or to leave a control another graph
+    (λ = 0, small graphs, short runs): the fitted C is the run's own, the random family holds only
+    the pruned graph, the width control is the pruned graph. Training it again would repeat the
+    same steps (same architecture, config, seed and device) for the same weights.
     """
     import shutil
 
+    from .train import initial_spec
+
     same_dir = retrain_dir(trained.path, tau, False)
-    if config.channels != trained.config.channels or not RunDir(same_dir).graph.exists():
+    if out_dir.resolve() == same_dir.resolve() or not RunDir(same_dir).graph.exists():
         return None
     try:
         same_config = load_run_config(same_dir)
+        if replace(same_config, graph=config.graph, device=config.device) != config:
+            return None
+        if _structure(initial_spec(same_config)) != _structure(initial_spec(config)):
+            return None
     except DagwireError:
-        return None
-    if replace(same_config, graph=config.graph, device=config.device) != config:
         return None
     staging = out_dir.with_name(out_dir.name + ".copying")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(same_dir, staging)
-    config.save(RunDir(staging).config)  # its own graph path; the copied pruned_graph.json is that graph
-    shutil.rmtree(out_dir, ignore_errors=True)  # holds only the pruned graph retrain_config just wrote
+    RunDir(staging).network.unlink(missing_ok=True)  # the copy's own network.json names its own family
+    own_graph, copied_graph = out_dir / "pruned_graph.json", staging / "pruned_graph.json"
+    if own_graph.exists():  # the graph file written for this retraining (its meta names its family)
+        shutil.copyfile(own_graph, copied_graph)
+    else:  # trained from the run's own initial DAG (the width control): no graph file of its own
+        copied_graph.unlink(missing_ok=True)
+    config.save(RunDir(staging).config)  # its own graph path
+    shutil.rmtree(out_dir, ignore_errors=True)  # holds only the graph file architecture_config wrote
     os.replace(staging, out_dir)
     return _finished_result(out_dir)
+
+
+def _structure(spec: specs.GraphSpec) -> tuple:
+    """What a network is built from: nodes, stages and the set of edges (not their order, weights or meta)."""
+    return spec.num_nodes, tuple(spec.stages), tuple(sorted(spec.edges))
 
 
 def _finished_result(out_dir: Path) -> TrainResult:
@@ -305,8 +322,16 @@ def retrain_control(trained: TrainedRun, tau: float, control: Control, *, seed: 
                                    meta={"source_run": recorded_path(trained.path), "threshold": tau, **control.record},
                                    **overrides)
 
-    config, result = _train_in(out_dir, make_config, resume, progress, dataset, overrides.get("device"))
-    network_facts(out_dir, {"tau": tau, **control.record})
+    copied = []
+
+    def reuse(config: TrainConfig) -> TrainResult | None:
+        result = _reuse_equal_retraining(trained, tau, config, out_dir)
+        if result is not None:
+            copied.append({"same_network_as": retrain_dir(trained.path, tau, False).name})
+        return result
+
+    config, result = _train_in(out_dir, make_config, resume, progress, dataset, overrides.get("device"), reuse)
+    network_facts(out_dir, {"tau": tau, **control.record, **(copied[0] if copied else {})})
     return config, result
 
 

@@ -20,6 +20,9 @@ from .runner import run_sweep
 @click.option("--address", help="An existing Ray cluster (HOST:PORT, ray://HOST:PORT, auto); default: local Ray.")
 @click.option("--cpus-per-run", type=int, default=1, show_default=True, help="CPU cores (torch threads) per run.")
 @click.option("--gpus-per-run", type=float, default=0.0, show_default=True, help="GPUs per run (fractions share one).")
+@click.option("--runs-at-once", type=int,
+              help="At most N runs at a time (default: as many as the cluster's CPUs and GPUs hold); "
+                   "leaves the other cores to other work.")
 @click.option("--retrain", is_flag=True, default=False,
               help="Also retrain each run's pruned network from scratch (same C and fitted C) into "
                    "RUN/retrain-τ[-fitC]; part of the sweep's configuration.")
@@ -27,8 +30,8 @@ from .runner import run_sweep
               help="Train K seeds of a dataset as members of one network, one Ray task (same math; a GPU lever).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--skip-doctor", is_flag=True, help="Run even if `dagwire doctor`'s quick check fails (not advised).")
-def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_run, retrain, batch_seeds, quiet,
-                  skip_doctor, config_path=None, **flags) -> None:
+def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_run, runs_at_once, retrain, batch_seeds,
+                  quiet, skip_doctor, config_path=None, **flags) -> None:
     """Run every (dataset, seed) as an independent training run through Ray; rerun to resume.
 
     Each run also gets thresholds.csv, features.json and dynamics.json; DIR/runs.csv and
@@ -52,7 +55,7 @@ def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_
 
         check_before_training(plan.device, skip_doctor, threads=cpus_per_run)
     result = run_sweep(plan, sweep_dir, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                       batch_seeds=batch_seeds, progress=not quiet, check_kernels=not skip_doctor)
+                       runs_at_once=runs_at_once, batch_seeds=batch_seeds, progress=not quiet, check_kernels=not skip_doctor)
     total = len(result.table)
     click.echo(f"sweep {sweep_dir}: {result.done}/{total} done, {result.failed} failed "
                f"({result.ran} run now); table in {sweep_dir / RUNS_CSV} and {RUNS_PARQUET}")

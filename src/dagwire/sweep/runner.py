@@ -56,11 +56,17 @@ class SweepResult:
 
 def run_sweep(
     plan: SweepPlan, sweep_dir: str | os.PathLike, *, address: str | None = None, cpus_per_run: int = 1,
-    gpus_per_run: float = 0.0, batch_seeds: int = 1, progress: bool = True, check_kernels: bool = True,
+    gpus_per_run: float = 0.0, runs_at_once: int | None = None, batch_seeds: int = 1, progress: bool = True,
+    check_kernels: bool = True,
 ) -> SweepResult:
-    """Run every unfinished (dataset, seed) of `plan` into `sweep_dir` as Ray tasks; resumable."""
+    """Run every unfinished (dataset, seed) of `plan` into `sweep_dir` as Ray tasks; resumable.
+
+    runs_at_once: at most this many Ray tasks at a time (default: as many as the cluster holds).
+    """
     if cpus_per_run < 1:
         raise DagwireError(f"--cpus-per-run must be at least 1, got {cpus_per_run}")
+    if runs_at_once is not None and runs_at_once < 1:
+        raise DagwireError(f"--runs-at-once must be at least 1, got {runs_at_once}")
     if batch_seeds < 1:
         raise DagwireError(f"--batch-seeds must be at least 1, got {batch_seeds}")
     if not (gpus_per_run >= 0 and math.isfinite(gpus_per_run)):
@@ -70,11 +76,12 @@ def run_sweep(
     sweep_dir = Path(sweep_dir)
     prepare_dir(sweep_dir, plan)  # a wrong DIR is refused before anything is written, the hold file too
     with hold_sweep_dir(sweep_dir):  # a DIR that a live sweep holds is refused here: one sweep per DIR
-        return _run_held(plan, sweep_dir, address, cpus_per_run, gpus_per_run, batch_seeds, progress, check_kernels)
+        return _run_held(plan, sweep_dir, address, cpus_per_run, gpus_per_run, runs_at_once, batch_seeds, progress,
+                         check_kernels)
 
 
 def _run_held(plan: SweepPlan, sweep_dir: Path, address: str | None, cpus_per_run: int, gpus_per_run: float,
-              batch_seeds: int, progress: bool, check_kernels: bool) -> SweepResult:
+              runs_at_once: int | None, batch_seeds: int, progress: bool, check_kernels: bool) -> SweepResult:
     """run_sweep's work, with DIR held: DIR is read again here (the sweep that held it may just have ended)."""
     from tqdm import tqdm
 
@@ -109,8 +116,8 @@ def _run_held(plan: SweepPlan, sweep_dir: Path, address: str | None, cpus_per_ru
             rows[rel] = make_row(d, s, rel, {"status": "pending"})
         write_tables(sweep_dir, runs_frame(list(rows.values()), stages))
         if todo:
-            _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm,
-                     check_kernels, marker)
+            _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, runs_at_once, batch_seeds,
+                     progress, tqdm, check_kernels, marker)
     finally:
         if started:
             import ray
@@ -148,25 +155,25 @@ def share_left(config: TrainConfig, run_dir: Path) -> float:
     return max(0.0, 1 - done / config.epochs)
 
 
-def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, batch_seeds, progress, tqdm,
-             check_kernels, marker=None) -> None:
+def _execute(plan, sweep_dir, todo, rows, stages, cpus_per_run, gpus_per_run, runs_at_once, batch_seeds, progress,
+             tqdm, check_kernels, marker=None) -> None:
     """Submit the runs, then record each as it finishes (runs.csv and runs.parquet rewritten each time).
 
     `marker`: the token in DIR/.dagwire-marker, which each task checks before it touches DIR.
     """
     import ray
 
+    # Ray promises no start order for queued tasks, so a task is submitted only when a slot is free:
+    # runs start in the seed-major order of `todo`.
+    slots = min(run_slots(cpus_per_run, gpus_per_run), runs_at_once or math.inf)
     if progress:  # the plan, once every input has been checked and before the first run starts
         left = [share_left(plan.run_config(d, s), sweep_dir / rel) for d, s, rel in todo]
-        for line in describe_plan(plan, len(todo), cpus_per_run, step_seconds=None if plan.device == "cpu" else 0.0,
-                                  left=left):
+        for line in describe_plan(plan, len(todo), cpus_per_run, slots,
+                                  step_seconds=None if plan.device == "cpu" else 0.0, left=left):
             click.echo(line, err=True)
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(run_task)
     waiting = seed_groups(todo, batch_seeds)
     lam_of = {rel: lam for _, _, rel, lam in plan.lam_runs()}
-    # Ray promises no start order for queued tasks, so a task is submitted only when a slot is free:
-    # runs start in the seed-major order of `todo`.
-    slots = run_slots(cpus_per_run, gpus_per_run)
     refs = {}
 
     def submit_next() -> None:
