@@ -55,7 +55,8 @@ def sweep_command(datasets, seeds, out, preset, address, cpus_per_run, gpus_per_
 
         check_before_training(plan.device, skip_doctor, threads=cpus_per_run)
     result = run_sweep(plan, sweep_dir, address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                       runs_at_once=runs_at_once, batch_seeds=batch_seeds, progress=not quiet, check_kernels=not skip_doctor)
+                       runs_at_once=runs_at_once, batch_seeds=batch_seeds, progress=not quiet,
+                       check_kernels=not skip_doctor)
     total = len(result.table)
     click.echo(f"sweep {sweep_dir}: {result.done}/{total} done, {result.failed} failed "
                f"({result.ran} run now); table in {sweep_dir / RUNS_CSV} and {RUNS_PARQUET}")
