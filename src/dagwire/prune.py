@@ -232,7 +232,7 @@ def _reuse_equal_retraining(trained: TrainedRun, tau: float, config: TrainConfig
         same_config = load_run_config(same_dir)
         if replace(same_config, graph=config.graph, device=config.device) != config:
             return None
-        if _structure(initial_spec(same_config)) != _structure(initial_spec(config)):
+        if initial_spec(same_config) != initial_spec(config):  # specs hold edges sorted; meta is not compared
             return None
     except DagwireError:
         return None
@@ -249,11 +249,6 @@ def _reuse_equal_retraining(trained: TrainedRun, tau: float, config: TrainConfig
     shutil.rmtree(out_dir, ignore_errors=True)  # holds only the graph file architecture_config wrote
     os.replace(staging, out_dir)
     return _finished_result(out_dir)
-
-
-def _structure(spec: specs.GraphSpec) -> tuple:
-    """What a network is built from: nodes, stages and the set of edges (not their order, weights or meta)."""
-    return spec.num_nodes, tuple(spec.stages), tuple(sorted(spec.edges))
 
 
 def _finished_result(out_dir: Path) -> TrainResult:
