@@ -18,6 +18,17 @@ def write_npz(path: Path, seed: int = 0, classes: int = 4, images: int = 96) -> 
     return f"npz:{path}"
 
 
+def ordering_output(*args) -> str:
+    """What `dagwire ordering ARGS` prints (it must succeed), as the docs' ```text blocks hold it."""
+    from click.testing import CliRunner
+
+    from dagwire.cli import cli
+
+    result = CliRunner().invoke(cli, ["ordering", *(str(a) for a in args)])
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
 def snapshot(root: Path) -> dict:
     """Every file under root with its modification time and bytes."""
     return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())

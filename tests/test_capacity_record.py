@@ -5,9 +5,8 @@ import runpy
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import ordering_output
 
-from dagwire.cli import cli
 from dagwire.tables import CPU_SEPARATOR, read_runs_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,12 +72,6 @@ def test_each_half_is_complete_at_one_design(channels):
 def test_the_results_tables_are_what_the_script_prints(channels):
     results_table = runpy.run_path(str(CAPACITY / "results.py"), run_name="results")["results_table"]
     assert results_table(TABLES[channels]) in DOC
-
-
-def ordering_output(*args: str) -> str:
-    result = CliRunner().invoke(cli, ["ordering", *(str(a) for a in args)])
-    assert result.exit_code == 0, result.output
-    return result.stdout.strip()
 
 
 @pytest.mark.parametrize("channels", sorted(TABLES))
