@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from dagwire import spec as specs
 from dagwire.cli import cli, main
 from dagwire.errors import DagwireError
-from dagwire.trajectory import Schedule, length_test, ordering_over_time, run_trajectory, trajectory_summary
+from dagwire.trajectory import (Schedule, length_test, load_trajectories, ordering_over_time, run_trajectory,
+                                trajectory_summary)
 
 
 def planted_run(path: Path, deaths: dict[tuple[int, int], int], epochs: int = 5, dataset: str = "cmnist",
@@ -160,6 +161,9 @@ def test_the_command_writes_the_table_and_pictures(tmp_path):
     for picture in ("t.png", "o.png"):
         assert (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
     assert "does the difficulty effect grow from step 2 to 10?" in out.output
+    # A few epochs of a sweep are the same rows as in the whole table (what the docs' record tests measure).
+    few = load_trajectories(tmp_path / "sweep", epochs=[4, 2], progress=False)
+    assert few.to_dict("records") == table[table["epoch"].isin([2, 4])].to_dict("records")
     parsed = json.loads(CliRunner().invoke(cli, ["trajectory", str(tmp_path / "sweep"), "--json", "--quiet",
                                                  "--permutations", "99"]).output)
     assert parsed["milestones"] == [6, 8] and parsed["steps"] == 10

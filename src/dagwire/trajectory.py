@@ -109,7 +109,8 @@ def epochs_to_measure(epochs: int, every: int) -> list[int]:
     return sorted({*range(every, epochs + 1, every), epochs})
 
 
-def sweep_trajectories(runs, tau: float = DEFAULT_TAU, every: int = 1, progress: bool = True):
+def sweep_trajectories(runs, tau: float = DEFAULT_TAU, every: int = 1, progress: bool = True,
+                       epochs: Sequence[int] | None = None):
     """The trajectories of a runs table's done runs (run_dir absolute, as `compare.load_runs` gives),
     one long table: dataset, seed, epoch, step, lr, edges, features, then test_accuracy (final) and collapsed."""
     import pandas as pd
@@ -120,7 +121,7 @@ def sweep_trajectories(runs, tau: float = DEFAULT_TAU, every: int = 1, progress:
         raise DagwireError("no finished runs: a trajectory needs at least one")
     frames = []
     for _, row in tqdm(list(done.iterrows()), desc="trajectory", unit="run", disable=not progress, leave=False):
-        frame = pd.DataFrame(run_trajectory(row["run_dir"], tau, every))
+        frame = pd.DataFrame(run_trajectory(row["run_dir"], tau, every, epochs))
         frame.insert(0, "seed", int(row["seed"]))
         frame.insert(0, "dataset", str(row["dataset"]))
         frame["test_accuracy"] = float(row["test_accuracy"])
@@ -274,8 +275,10 @@ def length_test(trajectories, early_step: int, late_step: int, permutations: int
     return tests
 
 
-def load_trajectories(target: str | os.PathLike, tau: float = DEFAULT_TAU, every: int = 1, progress: bool = True):
-    """The trajectory table of a sweep directory (every done run) or of one run directory."""
+def load_trajectories(target: str | os.PathLike, tau: float = DEFAULT_TAU, every: int = 1, progress: bool = True,
+                      epochs: Sequence[int] | None = None):
+    """The trajectory table of a sweep directory (every done run) or of one run directory, at every k-th
+    epoch or at `epochs` (measuring a few epochs of long runs is far cheaper than all)."""
     import pandas as pd
 
     from .compare import load_runs
@@ -285,13 +288,13 @@ def load_trajectories(target: str | os.PathLike, tau: float = DEFAULT_TAU, every
     if not path.is_dir():
         raise DagwireError(f"{target}: not a run or sweep directory")
     if (path / RUNS_CSV).is_file() or (path / RUNS_PARQUET).is_file():
-        return sweep_trajectories(load_runs(path), tau, every, progress)
+        return sweep_trajectories(load_runs(path), tau, every, progress, epochs)
     files = RunDir(path)
     if not files.edge_history.is_file():
         raise DagwireError(f"{target}: neither a sweep (no {RUNS_CSV}) nor a run (no {files.edge_history.name})")
     meta = specs.load(files.graph).meta if files.graph.is_file() else {}
     config = read_yaml(files.config) if files.config.is_file() else {}
-    frame = pd.DataFrame(run_trajectory(path, tau, every))
+    frame = pd.DataFrame(run_trajectory(path, tau, every, epochs))
     frame.insert(0, "seed", int(meta.get("seed", config.get("seed", 0))))
     frame.insert(0, "dataset", str(meta.get("dataset", config.get("dataset", path.name))))
     frame["test_accuracy"] = float(meta.get("test_accuracy", float("nan")))
