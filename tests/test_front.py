@@ -9,6 +9,7 @@ import pytest
 from conftest import write_npz
 
 from dagwire.cli import main
+from dagwire.machine import cpu_label
 from dagwire.front import NETWORK_COLUMNS, family_points, paired_comparisons, pareto_mask, report_front_section
 
 
@@ -20,13 +21,14 @@ def planted(advantage: dict[str, float], runs: int = 8, noise: float = 0.004, se
     for run in range(runs):
         learned = 0.80 + rng.normal(0, 0.02)
         base = {"dataset": "a", "lam": 0.005, "seed": run, "tau": 0.02, "channels": 4, "flops_per_image": 1e6,
-                "cpu_seconds_per_image": 1e-4, "run_dir": f"r{run}"}
-        rows.append({**base, "family": "learned", "control": None, "parameters": 50_000, "test_accuracy": learned})
+                "cpu_seconds_per_image": 1e-4, "cpu": "CPU A" if run % 4 else "CPU B", "run_dir": f"r{run}"}
+        rows.append({**base, "family": "learned", "control": None, "parameters": 50_000, "test_accuracy": learned,
+                     "mean_epoch_seconds": 10.0 + run % 2})
         wiggle = noise if run % 2 else -noise  # a sign each way: no advantage where none is planted
         for k in range(2):
-            rows.append({**base, "family": "random", "control": k, "parameters": 50_100,
+            rows.append({**base, "family": "random", "control": k, "parameters": 50_100, "mean_epoch_seconds": 11.0 + k,
                          "test_accuracy": learned - advantage["random"] + (wiggle if k else wiggle / 2)})
-        rows.append({**base, "family": "width", "control": None, "parameters": 49_000,
+        rows.append({**base, "family": "width", "control": None, "parameters": 49_000, "mean_epoch_seconds": 9.0,
                      "test_accuracy": learned - advantage["width"] + wiggle})
     return pd.DataFrame(rows, columns=list(NETWORK_COLUMNS))
 
@@ -61,6 +63,11 @@ def test_points_average_a_runs_controls_and_mark_the_front():
     assert points["learned"]["accuracy"] == pytest.approx(points["width"]["accuracy"])
     assert not points["learned"]["front_parameters"]
     assert not math.isnan(points["learned"]["accuracy_std"])
+    # Seconds an epoch: a run's controls averaged first (11 and 12 give 11.5 in every run), then over runs.
+    assert points["learned"]["mean_epoch_seconds"] == pytest.approx(10.5)
+    assert points["random"]["mean_epoch_seconds"] == pytest.approx(11.5) and points["random"]["mean_epoch_seconds_std"] == 0
+    assert points["width"]["mean_epoch_seconds"] == pytest.approx(9.0)
+    assert points["learned"]["cpu"] == "CPU A; CPU B"  # every kind the family trained on, named once
 
 
 @pytest.mark.parametrize("cost, accuracy, front", [
@@ -99,6 +106,9 @@ def test_front_on_a_tiny_sweep_with_retrained_controls(tmp_path, capsys):
     assert plot.read_bytes()[:4] == b"\x89PNG"
     networks = pd.read_csv(sweep / "networks.csv")
     assert (networks["family"] == "random").sum() == 4 and networks["cpu_seconds_per_image"].notna().sum() == 12
+    trained = networks["family"] != "thresholded"  # the thresholded graph is the learned one cut, never trained
+    assert networks.loc[trained, "mean_epoch_seconds"].gt(0).all() and networks.loc[~trained, "mean_epoch_seconds"].isna().all()
+    assert set(networks.loc[trained, "cpu"]) == {cpu_label()} and networks.loc[~trained, "cpu"].isna().all()
     assert main(["front", str(sweep), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "random controls, retrained" in text and "learned − width at λ = 0.01" in text

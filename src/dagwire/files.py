@@ -76,3 +76,11 @@ def mean_epoch_seconds(run_dir: str | os.PathLike) -> float:
     seconds = [float(r["seconds"]) for r in read_jsonl(RunDir(run_dir).metrics)
                if isinstance(r.get("seconds"), (int, float))]
     return sum(seconds) / len(seconds) if seconds else float("nan")
+
+
+def epoch_cpus(run_dir: str | os.PathLike) -> str:
+    """The CPUs a run's epochs ran on (metrics.jsonl), in order of first use, joined by `tables.CPU_SEPARATOR`."""
+    from .rundir import RunDir
+    from .tables import CPU_SEPARATOR
+
+    return CPU_SEPARATOR.join(dict.fromkeys(str(r["cpu"]) for r in read_jsonl(RunDir(run_dir).metrics) if r.get("cpu")))

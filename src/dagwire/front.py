@@ -31,6 +31,7 @@ import click
 import numpy as np
 
 from .errors import DagwireError
+from .tables import CPU_SEPARATOR
 
 FAMILIES = ("complete", "thresholded", "learned", "random", "width")
 FAMILY_LABELS = {"complete": "complete DAG at λ = 0 (ceiling)", "thresholded": "learned at τ*, no fine-tuning",
@@ -39,7 +40,9 @@ FAMILY_LABELS = {"complete": "complete DAG at λ = 0 (ceiling)", "thresholded": 
 CONTROLS = ("random", "width")  # what the learned-retrained graph is compared against
 NETWORKS_CSV = "networks.csv"  # one row per network of the front, beside runs.csv
 NETWORK_COLUMNS = ("dataset", "lam", "seed", "family", "control", "tau", "channels", "parameters", "flops_per_image",
-                   "cpu_seconds_per_image", "test_accuracy", "run_dir")
+                   "cpu_seconds_per_image", "mean_epoch_seconds", "test_accuracy", "cpu", "run_dir")
+# Averaged per run and family, shown as mean ± std per point.
+MEASURES = ("test_accuracy", "parameters", "flops_per_image", "cpu_seconds_per_image", "mean_epoch_seconds")
 
 
 # --------------------------------------------------------------------------------------------
@@ -47,9 +50,14 @@ NETWORK_COLUMNS = ("dataset", "lam", "seed", "family", "control", "tau", "channe
 
 
 def _run_networks(run: Path, dataset: str, seed: int, lam: float, tau: float) -> list[dict[str, Any]]:
-    """The networks one run led to: complete (at λ = 0), thresholded at τ, and its retrainings at τ that finished."""
+    """The networks one run led to: complete (at λ = 0), thresholded at τ, and its retrainings at τ that finished.
+
+    A trained network's `mean_epoch_seconds` and `cpu` are its own training's (metrics.jsonl); the
+    thresholded graph was not trained, so it has neither.
+    """
     from . import counts, graphs
     from . import spec as specs
+    from .files import epoch_cpus, mean_epoch_seconds
     from .prune import network_facts
     from .rundir import RunDir
     from .train import load_run_config
@@ -59,7 +67,7 @@ def _run_networks(run: Path, dataset: str, seed: int, lam: float, tau: float) ->
     learned, initial = specs.load(files.graph), specs.load(files.initial_graph)
     sizes = int(learned.meta.get("in_channels", 3)), int(learned.meta.get("num_classes", 10))
     base = {"dataset": dataset, "lam": lam, "seed": seed, "tau": tau, "control": None,
-            "cpu_seconds_per_image": None, "run_dir": str(run)}
+            "cpu_seconds_per_image": None, "mean_epoch_seconds": None, "cpu": None, "run_dir": str(run)}
 
     def sized(spec, channels: int) -> dict[str, Any]:
         return {"channels": channels, "parameters": counts.parameter_count(spec, channels, *sizes),
@@ -68,7 +76,8 @@ def _run_networks(run: Path, dataset: str, seed: int, lam: float, tau: float) ->
     rows = []
     if lam == 0:
         rows.append({**base, "family": "complete", **sized(initial, config.channels),
-                     "test_accuracy": float(learned.meta["test_accuracy"])})
+                     "test_accuracy": float(learned.meta["test_accuracy"]), "mean_epoch_seconds": mean_epoch_seconds(run),
+                     "cpu": epoch_cpus(run)})
     pruned = graphs.prune(learned, tau)
     at_tau = [r for r in files.threshold_rows() if abs(r["threshold"] - tau) <= 1e-12]
     if graphs.is_connected(pruned) and at_tau:
@@ -83,7 +92,8 @@ def _run_networks(run: Path, dataset: str, seed: int, lam: float, tau: float) ->
         facts = network_facts(path, {"family": family, "tau": tau})
         measured = ("channels", "parameters", "flops_per_image", "cpu_seconds_per_image", "test_accuracy")
         rows.append({**base, **{k: facts.get(k) for k in measured}, "family": family,
-                     "control": facts.get("control"), "run_dir": str(path)})
+                     "control": facts.get("control"), "mean_epoch_seconds": mean_epoch_seconds(path),
+                     "cpu": epoch_cpus(path), "run_dir": str(path)})
     return rows
 
 
@@ -132,7 +142,7 @@ def write_networks(sweep_dir: str | os.PathLike, networks) -> Path:
 
 def _per_run(networks):
     """One row per (dataset, λ, family, run): a run's random controls averaged into one network."""
-    columns = ["test_accuracy", "parameters", "flops_per_image", "cpu_seconds_per_image"]
+    columns = list(MEASURES)
     frame = networks.copy()
     for column in columns:
         frame[column] = frame[column].astype(float)
@@ -147,7 +157,10 @@ def pareto_mask(cost: Sequence[float], accuracy: Sequence[float]) -> list[bool]:
 
 
 def family_points(networks) -> list[dict[str, Any]]:
-    """Per dataset, λ and family: runs, mean ± std over runs of accuracy, parameters, FLOPs and CPU time; the front marked.
+    """Per dataset, λ and family: runs, mean ± std over runs of each of MEASURES, the CPUs trained on; the front marked.
+
+    Seconds an epoch and CPU time per image depend on the CPU (`cpu`: every kind the family's
+    networks trained on) and on what ran beside them: compare them within one kind.
 
     `front_parameters` / `front_flops`: the point is on its dataset's Pareto front of accuracy
     against parameters / FLOPs per image, over every family and λ.
@@ -155,10 +168,12 @@ def family_points(networks) -> list[dict[str, Any]]:
     per_run = _per_run(networks)
     points = []
     for (dataset, lam, family), group in per_run.groupby(["dataset", "lam", "family"], sort=True):
+        mine = networks[(networks["dataset"] == dataset) & (networks["lam"] == lam) & (networks["family"] == family)]
+        cpus = dict.fromkeys(c for cell in mine["cpu"].dropna() for c in str(cell).split(CPU_SEPARATOR) if c)
         point = {"dataset": str(dataset), "lam": float(lam), "family": str(family), "label": FAMILY_LABELS[family],
-                 "runs": int(len(group))}
-        for column, name in (("test_accuracy", "accuracy"), ("parameters", "parameters"),
-                             ("flops_per_image", "flops_per_image"), ("cpu_seconds_per_image", "cpu_seconds_per_image")):
+                 "runs": int(len(group)), "cpu": CPU_SEPARATOR.join(sorted(cpus))}
+        for column in MEASURES:
+            name = "accuracy" if column == "test_accuracy" else column
             values = group[column].dropna()
             point[name] = float(values.mean()) if len(values) else math.nan
             point[name + "_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
@@ -268,14 +283,15 @@ def front_lines(result: dict[str, Any]) -> list[str]:
     for block in result["datasets"]:
         lines.append(block["dataset"])
         lines.append(f"  {'family':<32} {'λ':>7} {'runs':>4}  {'test accuracy':<17} {'parameters':<19} "
-                     f"{'FLOPs per image':<23} front")
+                     f"{'FLOPs per image':<23} {'s an epoch':<13} front")
         for p in block["points"]:
             front = ", ".join(name for name, key in (("parameters", "front_parameters"), ("FLOPs", "front_flops"))
                               if p[key])
             lines.append(f"  {p['label']:<32} {p['lam']:>7g} {p['runs']:>4}  "
                          f"{_mean_std(p['accuracy'], p['accuracy_std'], '.4f'):<17} "
                          f"{_mean_std(p['parameters'], p['parameters_std'], ',.0f'):<19} "
-                         f"{_mean_std(p['flops_per_image'], p['flops_per_image_std'], '.3g'):<23} {front or '–'}")
+                         f"{_mean_std(p['flops_per_image'], p['flops_per_image_std'], '.3g'):<23} "
+                         f"{_mean_std(p['mean_epoch_seconds'], p['mean_epoch_seconds_std'], '.1f'):<13} {front or '–'}")
         for c in block["comparisons"]:
             lines.append("  " + Comparison(**c).text())
     lines.append(f"Holm's correction across {result['comparisons_in_holm']} comparison(s); intervals: bootstrap 95 %, "

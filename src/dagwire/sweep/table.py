@@ -9,9 +9,10 @@ from typing import Any
 
 
 from ..errors import DagwireError
+from ..files import epoch_cpus
 from ..rundir import RunDir
 from ..stats import TAU_STAR_SUFFIX
-from ..tables import (CAPACITY_COLUMNS, CPU_SEPARATOR, FIT_COLUMNS, RETRAIN_COLUMNS, SCHEDULE_COLUMNS, feature_columns,
+from ..tables import (CAPACITY_COLUMNS, FIT_COLUMNS, RETRAIN_COLUMNS, SCHEDULE_COLUMNS, feature_columns,
                       read_runs_table, runs_frame, write_runs_table)
 from .plan import plan_from_identity, read_sweep_file
 
@@ -80,7 +81,7 @@ def run_facts(run_dir: str | os.PathLike) -> dict[str, Any]:
             epoch = first_phase_epoch(config.milestone_steps(steps_per_epoch), steps_per_epoch, config.epochs)
             collapsed = is_collapsed(metrics[epoch - 1]["train_accuracy"], np.load(files.edge_history)[epoch - 1],
                                      classes)
-    return {"cpu": CPU_SEPARATOR.join(dict.fromkeys(str(m["cpu"]) for m in metrics if m.get("cpu"))),
+    return {"cpu": epoch_cpus(run_dir),
             "channels": config.channels, "stages": config.stages, "initial_nodes": initial.num_nodes,
             "initial_parameters": parameter_count(initial, config.channels, in_channels, classes),
             "train_eval_accuracy": learned.meta.get("train_eval_accuracy"), "collapsed": collapsed, **schedule}

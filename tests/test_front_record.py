@@ -1,0 +1,80 @@
+"""docs/front.md's study, checked on its committed runs: each retraining is the network its run and τ* give."""
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from dagwire import counts
+from dagwire import spec as specs
+from dagwire.controls import stage_edge_counts
+from dagwire.graphs import is_connected
+from dagwire.prune import connected_pruning, io_sizes, load_run, plan_controls, retrain_dir
+from dagwire.rundir import RunDir
+from dagwire.tables import read_runs_table
+from dagwire.taustar import run_tau_star
+from dagwire.train import load_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = (ROOT / "docs" / "front.md").read_text()
+C4, LAM = ROOT / "docs" / "capacity" / "sweep-c4", ROOT / "docs" / "front" / "lam"
+# The runs docs/front/run.sh retrains, and the controls it trains for each.
+STUDY_RUNS = ([C4 / "runs" / dataset / f"seed{seed}" for dataset in ("cfashionmnist", "cmnist") for seed in range(5)]
+              + [LAM / "runs" / "cfashionmnist" / lam / f"seed{seed}" for lam in ("lam0", "lam0.02", "lam0.05")
+                 for seed in range(3)])
+CONTROL_KINDS, RANDOM_CONTROLS = ("random", "width"), 2
+# What a retraining may change of its run's config; everything else is the run's regime.
+CHANGED = {"graph", "channels", "seed", "tau_tolerance"}
+
+
+def finished_retrainings(run: Path) -> list[Path]:
+    """The run's retraining directories that finished training (graph.json written)."""
+    return sorted(d for d in run.glob("retrain-*") if RunDir(d).graph.is_file())
+
+
+RETRAINED_RUNS = [run for run in STUDY_RUNS if finished_retrainings(run)]
+
+
+def edges_of(spec: specs.GraphSpec) -> tuple:
+    """A graph's shape without its weights: nodes, stages and edges."""
+    return spec.num_nodes, tuple(spec.stages), tuple(sorted(spec.edges))
+
+
+def test_the_status_line_counts_the_committed_trainings():
+    lam_done = int((read_runs_table(LAM)["status"] == "done").sum())
+    retrainings = sum(len(finished_retrainings(run)) for run in STUDY_RUNS)
+    stated = re.search(r"(\d+) of its 85 trainings done", DOC)
+    assert stated and int(stated.group(1)) == lam_done + retrainings
+    assert RETRAINED_RUNS, "no retraining committed yet: the check below would check nothing"
+
+
+@pytest.mark.parametrize("run", RETRAINED_RUNS, ids=lambda p: str(p.relative_to(ROOT / "docs")))
+def test_each_retraining_is_the_network_its_run_and_tau_star_give(run):
+    tau = run_tau_star(run)
+    trained = load_run(run)
+    pruned = connected_pruning(trained, tau)
+    sizes = io_sizes(trained)
+    expected = {retrain_dir(run, tau, False): ("learned", pruned, trained.config.channels)}
+    for control in plan_controls(trained, tau, CONTROL_KINDS, RANDOM_CONTROLS):
+        graph = control.graph or specs.load(RunDir(run).initial_graph)
+        expected[RunDir(run).control(tau, control.name).path] = (control.record["family"], graph, control.channels)
+    regime = {k: v for k, v in dataclasses.asdict(trained.config).items() if k not in CHANGED}
+
+    for directory in finished_retrainings(run):
+        assert directory in expected, f"{directory.name}: not a retraining of {run.name} at its τ* = {tau:g}"
+        family, graph, channels = expected[directory]
+        config = load_run_config(directory)
+        assert {k: v for k, v in dataclasses.asdict(config).items() if k not in CHANGED} == regime
+        assert config.channels == channels and config.seed == trained.config.seed + 1000
+        architecture = specs.load(RunDir(directory).initial_graph)
+        assert edges_of(architecture) == edges_of(graph)
+        facts = json.loads(RunDir(directory).network.read_text())
+        assert facts["family"] == family and facts["tau"] == tau
+        assert facts["parameters"] == counts.parameter_count(architecture, channels, *sizes)
+        assert facts["edges_per_stage"] == stage_edge_counts(architecture)
+        assert facts["test_accuracy"] == specs.load(RunDir(directory).graph).meta["test_accuracy"]
+        if family == "random":  # the learned graph's size: its live nodes, its edges per stage, every node on a path
+            assert architecture.active_nodes() == pruned.active_nodes()
+            assert stage_edge_counts(architecture) == stage_edge_counts(pruned) and is_connected(architecture)
