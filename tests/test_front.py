@@ -10,7 +10,7 @@ from conftest import write_npz
 
 from dagwire.cli import main
 from dagwire.machine import cpu_label
-from dagwire.front import NETWORK_COLUMNS, family_points, paired_comparisons, pareto_mask, report_front_section
+from dagwire.front import NETWORK_COLUMNS, POOLED, family_points, paired_comparisons, pareto_mask, report_front_section
 
 
 def planted(advantage: dict[str, float], runs: int = 8, noise: float = 0.004, seed: int = 0) -> pd.DataFrame:
@@ -35,6 +35,7 @@ def planted(advantage: dict[str, float], runs: int = 8, noise: float = 0.004, se
 
 def test_a_planted_advantage_is_found_and_none_where_there_is_none():
     comparisons = {c.control: c for c in paired_comparisons(planted({"random": 0.03, "width": 0.0}))}
+    assert len(comparisons) == 2  # one dataset at one λ: nothing to pool
     found, none = comparisons["random"], comparisons["width"]
     assert found.runs == none.runs == 8
     assert found.difference == pytest.approx(0.03)  # the noise averages out over the runs
@@ -48,10 +49,29 @@ def test_a_planted_advantage_is_found_and_none_where_there_is_none():
 def test_holm_runs_across_every_comparison():
     a = planted({"random": 0.03, "width": 0.03})
     b = planted({"random": 0.03, "width": 0.03}, seed=1).assign(dataset="b")
-    comparisons = paired_comparisons(pd.concat([a, b], ignore_index=True))
-    assert len(comparisons) == 4
-    assert all(c.p == pytest.approx(2 / 256) for c in comparisons)
-    assert all(c.p_holm == pytest.approx(4 * 2 / 256) for c in comparisons)  # all tied: each × 4
+    comparisons = paired_comparisons(pd.concat([a, b], ignore_index=True), permutations=2**16)
+    cells, pooled = [c for c in comparisons if c.dataset != POOLED], [c for c in comparisons if c.dataset == POOLED]
+    assert len(cells) == 4 and [c.control for c in pooled] == ["random", "width"]
+    assert all(c.p == pytest.approx(2 / 256) for c in cells)
+    assert all(c.runs == 16 and c.p == pytest.approx(2 / 2**16) for c in pooled)  # exact: 2^16 flips
+    # Holm over 6: the pooled two first (× 6, × 5), then the four tied cells, each × 4.
+    assert [c.p_holm for c in pooled] == pytest.approx([6 * 2 / 2**16, 6 * 2 / 2**16])
+    assert all(c.p_holm == pytest.approx(4 * 2 / 256) for c in cells)
+
+
+def test_pooling_finds_what_no_cell_of_three_runs_can():
+    """Three λ of 3 runs each, all 2 points better than their random controls: a cell's exact p is at least
+    2/8, the 9 runs pooled give 2/512; against a width control planted equal, the pool finds nothing."""
+    cells = [planted({"random": 0.02, "width": 0.0}, runs=3, seed=k).assign(lam=lam)
+             for k, lam in enumerate((0.0, 0.02, 0.05))]
+    comparisons = paired_comparisons(pd.concat(cells, ignore_index=True))
+    random_cells = [c for c in comparisons if c.control == "random" and c.dataset != POOLED]
+    assert len(random_cells) == 3 and all(c.p == pytest.approx(0.25) and c.p_holm > 0.05 for c in random_cells)
+    pooled = {c.control: c for c in comparisons if c.dataset == POOLED}
+    assert pooled["random"].runs == 9 and pooled["random"].p == pytest.approx(2 / 512)
+    assert pooled["random"].p_holm < 0.05 and pooled["random"].difference == pytest.approx(0.02, abs=0.002)
+    assert pooled["width"].p > 0.5 and pooled["width"].low < 0 < pooled["width"].high
+    assert pooled["random"].text().startswith("learned − random over every dataset and λ: +0.02")
 
 
 def test_points_average_a_runs_controls_and_mark_the_front():
@@ -101,7 +121,8 @@ def test_front_on_a_tiny_sweep_with_retrained_controls(tmp_path, capsys):
     assert {("complete", 0.0), ("thresholded", 0.0), ("learned", 0.01), ("random", 0.01), ("width", 0.01)} <= families
     assert {(c["control"], c["lam"]) for c in block["comparisons"]} == {(c, lam) for c in ("random", "width")
                                                                         for lam in (0.0, 0.01)}
-    assert all(c["runs"] == 2 for c in block["comparisons"]) and result["comparisons_in_holm"] == 4
+    assert all(c["runs"] == 2 for c in block["comparisons"]) and result["comparisons_in_holm"] == 6
+    assert [(c["control"], c["runs"], c["lam"]) for c in result["pooled"]] == [("random", 4, None), ("width", 4, None)]
     assert any(p["front_parameters"] for p in block["points"])
     assert plot.read_bytes()[:4] == b"\x89PNG"
     networks = pd.read_csv(sweep / "networks.csv")
@@ -112,9 +133,10 @@ def test_front_on_a_tiny_sweep_with_retrained_controls(tmp_path, capsys):
     assert main(["front", str(sweep), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "random controls, retrained" in text and "learned − width at λ = 0.01" in text
+    assert "learned − random over every dataset and λ" in text
     assert main(["front", str(tmp_path / "nowhere")]) == 2
     tables = report_front_section(sweep, tmp_path / "fig.png")
-    assert len(tables) == 1 and len(tables[0].rows) == len(block["points"]) + 4
+    assert len(tables) == 2 and len(tables[0].rows) == len(block["points"]) + 4 and len(tables[1].rows) == 2
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
     from dagwire.report import FRONT_FIGURE, _front_section  # the report places the same section
     (sweep / "report_files").mkdir(exist_ok=True)

@@ -13,7 +13,10 @@ controls averaged, paired by run: the same nodes and edges per stage) and learne
 the width control, each as the mean of the runs' differences with a bootstrap 95 % interval
 (runs resampled) and a two-sided sign-flip permutation p (a difference's sign is exchangeable
 when the learned graph is worth no more than its control; exact over all 2^n flips when that is
-at most the resamples asked for), Holm's correction across every comparison. The collection
+at most the resamples asked for), Holm's correction across every comparison. With n runs the
+smallest two-sided sign-flip p is 2/2^n (0.0625 at 5 runs, 0.25 at 3), so a dataset-and-λ cell of
+a few seeds cannot pass 0.05 by itself; where a sweep has several cells, each control is also
+compared over all their runs pooled (`POOLED`), in the same Holm family. The collection
 (`network_rows`, which reads run directories) is apart from the numbers (`family_points`,
 `paired_comparisons`), so the numbers are tested on planted tables.
 """
@@ -38,6 +41,7 @@ FAMILY_LABELS = {"complete": "complete DAG at λ = 0 (ceiling)", "thresholded": 
                  "learned": "learned, retrained", "random": "random controls, retrained",
                  "width": "width control, retrained"}
 CONTROLS = ("random", "width")  # what the learned-retrained graph is compared against
+POOLED = "all"  # the `dataset` of a comparison over every dataset and λ of the networks, paired by run
 NETWORKS_CSV = "networks.csv"  # one row per network of the front, beside runs.csv
 NETWORK_COLUMNS = ("dataset", "lam", "seed", "family", "control", "tau", "channels", "parameters", "flops_per_image",
                    "cpu_seconds_per_image", "mean_epoch_seconds", "test_accuracy", "cpu", "run_dir")
@@ -205,7 +209,8 @@ class Comparison:
     def text(self) -> str:
         """'learned − random at λ = 0.005: +0.012 [+0.004, +0.020] over 5 runs, p 0.062, Holm 0.12'."""
         interval = "[fewer than 2 runs]" if math.isnan(self.low) else f"[{self.low:+.4f}, {self.high:+.4f}]"
-        return (f"learned − {self.control} at λ = {self.lam:g}: {self.difference:+.4f} {interval} over {self.runs} "
+        where = "over every dataset and λ" if self.dataset == POOLED else f"at λ = {self.lam:g}"
+        return (f"learned − {self.control} {where}: {self.difference:+.4f} {interval} over {self.runs} "
                 f"run{'s' if self.runs != 1 else ''}, p {self.p:.3g}, Holm {self.p_holm:.3g}")
 
 
@@ -233,12 +238,19 @@ def sign_flip_p(values: np.ndarray, permutations: int, rng: np.random.Generator)
 
 
 def paired_comparisons(networks, resamples: int = 9999, permutations: int = 9999, seed: int = 0) -> list[Comparison]:
-    """Learned-retrained minus random-retrained and minus the width control, per dataset and λ; Holm across all."""
+    """Learned-retrained minus random-retrained and minus the width control, per dataset and λ, then pooled over
+    them (`POOLED`, where a control has pairs in more than one); Holm across all."""
     from .stats import holm
 
     per_run = _per_run(networks)
     rng = np.random.default_rng(seed)
-    comparisons = []
+
+    def compare(dataset: str, lam: float, control: str, values: np.ndarray) -> Comparison:
+        low, high = mean_interval(values, resamples, rng)
+        p = sign_flip_p(values, permutations, rng)
+        return Comparison(dataset, lam, control, len(values), float(values.mean()), low, high, p, p)
+
+    comparisons, cells = [], {control: [] for control in CONTROLS}
     for (dataset, lam), group in per_run.groupby(["dataset", "lam"], sort=True):
         accuracy = group.pivot(index="seed", columns="family", values="test_accuracy")
         for control in CONTROLS:
@@ -248,23 +260,26 @@ def paired_comparisons(networks, resamples: int = 9999, permutations: int = 9999
             if not len(pairs):
                 continue
             values = (pairs["learned"] - pairs[control]).to_numpy(float)
-            low, high = mean_interval(values, resamples, rng)
-            p = sign_flip_p(values, permutations, rng)
-            comparisons.append(Comparison(str(dataset), float(lam), control, len(values), float(values.mean()), low,
-                                          high, p, p))
+            cells[control].append(values)
+            comparisons.append(compare(str(dataset), float(lam), control, values))
+    for control in CONTROLS:
+        if len(cells[control]) > 1:
+            comparisons.append(compare(POOLED, math.nan, control, np.concatenate(cells[control])))
     for comparison, adjusted in zip(comparisons, holm([c.p for c in comparisons])):
         comparison.p_holm = adjusted
     return comparisons
 
 
 def front_result(networks, resamples: int = 9999, permutations: int = 9999, seed: int = 0) -> dict[str, Any]:
-    """Per dataset: its families' points (front marked) and its paired comparisons (Holm across all datasets)."""
+    """Per dataset: its families' points (front marked) and its paired comparisons; the pooled comparisons (Holm
+    across all of them)."""
     points = family_points(networks)
     comparisons = paired_comparisons(networks, resamples, permutations, seed)
     return {"comparisons_in_holm": len(comparisons),
             "datasets": [{"dataset": d, "points": [p for p in points if p["dataset"] == d],
                           "comparisons": [asdict(c) for c in comparisons if c.dataset == d]}
-                         for d in dict.fromkeys(p["dataset"] for p in points)]}
+                         for d in dict.fromkeys(p["dataset"] for p in points)],
+            "pooled": [asdict(c) for c in comparisons if c.dataset == POOLED]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,8 +309,11 @@ def front_lines(result: dict[str, Any]) -> list[str]:
                          f"{_mean_std(p['mean_epoch_seconds'], p['mean_epoch_seconds_std'], '.1f'):<13} {front or '–'}")
         for c in block["comparisons"]:
             lines.append("  " + Comparison(**c).text())
+    if result["pooled"]:
+        lines.append("every dataset and λ, paired by run")
+        lines += ["  " + Comparison(**c).text() for c in result["pooled"]]
     lines.append(f"Holm's correction across {result['comparisons_in_holm']} comparison(s); intervals: bootstrap 95 %, "
-                 "runs resampled; p: two-sided sign-flip permutation")
+                 "runs resampled; p: two-sided sign-flip permutation (n runs give no p below 2/2^n)")
     return lines
 
 
@@ -308,20 +326,27 @@ def report_front_section(sweep_dir: str | os.PathLike, figure_path: str | os.Pat
     if not networks["family"].isin(CONTROLS).any():
         return []
     result = front_result(networks)
+
+    def comparison_row(c: dict[str, Any]) -> list[str]:
+        return [f"learned − {c['control']}", "all" if c["dataset"] == POOLED else f"{c['lam']:g}", str(c["runs"]),
+                f"{c['difference']:+.4f}", "–" if math.isnan(c["low"]) else f"[{c['low']:+.4f}, {c['high']:+.4f}]",
+                f"p {c['p']:.3g}", f"Holm {c['p_holm']:.3g}"]
+
+    columns = ["family", "λ", "runs", "test accuracy", "parameters", "FLOPs per image", "on the front"]
+    note = ("Mean ± std over runs. Comparisons: mean paired difference of test accuracy, bootstrap 95 % interval, "
+            "two-sided sign-flip p (n runs give none below 2/2^n), Holm across all comparisons.")
     tables = []
     for block in result["datasets"]:
         rows = [[p["label"], f"{p['lam']:g}", str(p["runs"]), _mean_std(p["accuracy"], p["accuracy_std"], ".4f"),
                  _mean_std(p["parameters"], p["parameters_std"], ",.0f"),
                  _mean_std(p["flops_per_image"], p["flops_per_image_std"], ".3g"),
                  "yes" if p["front_parameters"] else ""] for p in block["points"]]
-        rows += [[f"learned − {c['control']}", f"{c['lam']:g}", str(c["runs"]), f"{c['difference']:+.4f}",
-                  "–" if math.isnan(c["low"]) else f"[{c['low']:+.4f}, {c['high']:+.4f}]", f"p {c['p']:.3g}",
-                  f"Holm {c['p_holm']:.3g}"] for c in block["comparisons"]]
+        rows += [comparison_row(c) for c in block["comparisons"]]
         tables.append(Table(f"{block['dataset']}: accuracy against resources, and the learned graph against its controls",
-                            ["family", "λ", "runs", "test accuracy", "parameters", "FLOPs per image", "on the front"],
-                            rows, note="Mean ± std over runs. Comparisons: mean paired difference of test accuracy, "
-                                       "bootstrap 95 % interval, two-sided sign-flip p, Holm across all comparisons.",
-                            text_columns=2))
+                            columns, rows, note=note, text_columns=2))
+    if result["pooled"]:
+        tables.append(Table("Every dataset and λ: the learned graph against its controls, paired by run", columns,
+                            [comparison_row(c) for c in result["pooled"]], note=note, text_columns=2))
     if figure_path is not None:
         from .draw import plot_front
 
