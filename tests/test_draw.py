@@ -124,3 +124,18 @@ def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
         draw.save_figure(fig, tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
     assert not plt.fignum_exists(fig.number)
+
+
+@pytest.mark.parametrize("costs, scale", [([45_000, 59_000], "linear"), ([5_900, 59_000], "log"),
+                                          ([1_000, 59_000, float("nan")], "log"), ([float("nan")], "linear")])
+def test_the_front_cost_axis_is_logarithmic_only_over_a_decade(costs, scale):
+    """Below a decade a log axis has no major tick and its minor labels overlap: the front draws those linear."""
+    fig, ax = plt.subplots()
+    draw._cost_axis(ax, costs)
+    assert ax.get_xscale() == scale
+    ax.set_xlim(40_000, 60_000)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    if scale == "linear":
+        assert labels and all(label.endswith("k") for label in labels)  # engineering notation: 45k, 50k, ...
+    plt.close(fig)

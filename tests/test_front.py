@@ -135,6 +135,10 @@ def test_front_on_a_tiny_sweep_with_retrained_controls(tmp_path, capsys):
     assert "random controls, retrained" in text and "learned − width at λ = 0.01" in text
     assert "learned − random over every dataset and λ" in text
     assert main(["front", str(tmp_path / "nowhere")]) == 2
+    assert main(["front", str(sweep), "--datasets", "nothing-here", "--quiet"]) == 2
+    assert "nothing-here not in the sweeps" in capsys.readouterr().err
+    assert main(["front", str(sweep), "--datasets", block["dataset"], "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out) == result
     tables = report_front_section(sweep, tmp_path / "fig.png")
     assert len(tables) == 2 and len(tables[0].rows) == len(block["points"]) + 4 and len(tables[1].rows) == 2
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"

@@ -8,7 +8,7 @@
 #    own directory beside the run (RUN/retrain-<τ*>, RUN/retrain-<τ*>-random<k>, RUN/retrain-<τ*>-width).
 # 2. The λ front on CFashionMNIST: the same design at λ ∈ {0, 2e-2, 5e-2}, seeds 0-2
 #    (docs/front/lam; λ = 5e-3 is the capacity study), with the same retrainings and controls.
-# 3. `dagwire front` over both.
+# 3. `dagwire front` over both (CFashionMNIST and CMNIST: the capacity sweep also holds CFashionMNIST_T8).
 #
 # Seed-major (seed 0 of every family, then seed 1, ...), so that a machine that stops part-way has
 # run every family and dataset alike. One thread a process, JOBS processes (default 2; JOBS=1 leaves
@@ -54,5 +54,5 @@ for ((worker = 0; worker < JOBS; worker++)); do
 done
 for pid in "${workers[@]}"; do wait "$pid"; done  # a failed worker fails the script (set -e)
 
-"$DAGWIRE" front "$C4" "$LAM" --json --plot docs/img/front.png > docs/front/front.json
+"$DAGWIRE" front "$C4" "$LAM" --datasets cfashionmnist,cmnist --json --plot docs/img/front.png > docs/front/front.json
 echo "wrote docs/front/front.json and docs/img/front.png"

@@ -514,6 +514,18 @@ FRONT_STYLES = {"complete": ("s", "#8C8C8C"), "thresholded": ("v", "#937860"), "
                 "random": ("^", "#DD8452"), "width": ("D", "#55A868")}
 
 
+def _cost_axis(ax, costs: Sequence[float]) -> None:
+    """A cost axis readable at any span: logarithmic over a decade or more, linear below (where a log axis
+    has no major tick and crowds its minor labels), ticks in engineering notation (59.3k, 15.3M)."""
+    from matplotlib.ticker import EngFormatter, NullFormatter
+
+    finite = [c for c in costs if np.isfinite(c) and c > 0]
+    if finite and max(finite) >= 10 * min(finite):
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+
+
 def plot_front(result: dict, path: str | os.PathLike) -> None:
     """Test accuracy against parameters and against FLOPs per image, a row per dataset (`front.front_result`).
 
@@ -538,7 +550,7 @@ def plot_front(result: dict, path: str | os.PathLike) -> None:
             if front:
                 xs, ys = zip(*front)
                 ax.step(xs, ys, where="post", linestyle="--", color="black", linewidth=0.8, label="Pareto front")
-            ax.set_xscale("log")
+            _cost_axis(ax, [p[cost] for p in block["points"]])
             ax.set_xlabel(name)
             ax.set_ylabel("test accuracy")
             ax.set_title(f"{block['dataset']}: accuracy against {name}", fontsize=10)

@@ -129,6 +129,16 @@ def network_rows(sweep_dirs: Sequence[str | os.PathLike], progress: bool = True)
     return pd.DataFrame(rows, columns=list(NETWORK_COLUMNS))
 
 
+def only_datasets(networks, datasets: Sequence[str]):
+    """The rows of `networks` of those datasets; DagwireError naming the ones the sweeps have when one is missing."""
+    have = list(dict.fromkeys(networks["dataset"]))
+    missing = [d for d in datasets if d not in have]
+    if missing or not datasets:
+        raise DagwireError(f"--datasets {','.join(datasets)}: {', '.join(missing) or 'none given'} not in the sweeps, "
+                           f"which have {', '.join(have)}")
+    return networks[networks["dataset"].isin(datasets)].reset_index(drop=True)
+
+
 def write_networks(sweep_dir: str | os.PathLike, networks) -> Path:
     """SWEEP/networks.csv: the rows of `networks` whose runs lie in that sweep, written atomically."""
     from .files import atomic_write_text
@@ -359,10 +369,11 @@ def report_front_section(sweep_dir: str | os.PathLike, figure_path: str | os.Pat
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw the front to FILE.png (accuracy against parameters "
                                                               "and against FLOPs per image, per dataset).")
+@click.option("--datasets", help="Comma-separated datasets to show and compare (default: every dataset of the sweeps).")
 @click.option("--permutations", type=int, default=9999, show_default=True, help="Sign flips (exact below 2^n).")
 @click.option("--resamples", type=int, default=9999, show_default=True, help="Bootstrap resamples.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def front_command(sweeps, as_json, plot, permutations, resamples, quiet) -> None:
+def front_command(sweeps, as_json, plot, datasets, permutations, resamples, quiet) -> None:
     """The accuracy–resources front of SWEEP... per dataset, and whether the learned graph beats its controls.
 
     Writes SWEEP/networks.csv (one row per network: family, λ, run, parameters, FLOPs and CPU time
@@ -377,6 +388,8 @@ def front_command(sweeps, as_json, plot, permutations, resamples, quiet) -> None
     networks = network_rows(sweeps, progress=not quiet)
     for sweep in sweeps:
         write_networks(sweep, networks)
+    if datasets:
+        networks = only_datasets(networks, [d.strip() for d in datasets.split(",") if d.strip()])
     result = front_result(networks, resamples, permutations)
     if plot:
         from .draw import plot_front
