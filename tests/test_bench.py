@@ -35,3 +35,39 @@ def test_pruned_benchmark_graph_fits_small_networks():
         g = cmnist_like_graph(nodes, stages)
         assert graphs.remove_dead_paths(g).edges == g.edges, (nodes, stages)  # every edge on a live path
         assert 0 < g.num_edges <= 25
+
+
+def test_side_by_side_times_each_network_every_round_in_a_shuffled_order():
+    import random
+    import time
+
+    import torch
+
+    from dagwire import spec as specs
+    from dagwire.bench import time_side_by_side
+    from dagwire.model import DagNet
+
+    calls = []
+
+    class Logged(DagNet):
+        """A tiny network that notes each forward pass and can be made slower by a known sleep."""
+
+        def __init__(self, name: str, sleep: float):
+            super().__init__(specs.complete(3, 1), 1)
+            self.name, self.sleep = name, sleep
+
+        def forward(self, x):
+            calls.append(self.name)
+            time.sleep(self.sleep)
+            return super().forward(x)
+
+    models = {"a": Logged("a", 0.0), "b": Logged("b", 0.03), "c": Logged("c", 0.0)}
+    seconds = time_side_by_side(models, 2, 8, torch.device("cpu"), rounds=4, steps=2, warmup=1, seed=7)
+    assert {name: len(times) for name, times in seconds.items()} == {"a": 4, "b": 4, "c": 4}
+    assert min(seconds["b"]) >= 0.03  # every timed step of b sleeps 0.03 s
+    expected, order = [], random.Random(7)
+    for _ in range(4):
+        names = list(models)
+        order.shuffle(names)
+        expected += [name for name in names for _ in range(3)]  # each: 1 warm-up and 2 timed steps in a row
+    assert calls == expected and calls[:3] != calls[3:6]

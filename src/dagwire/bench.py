@@ -98,7 +98,8 @@ def _train_step(model: nn.Module, batch: int, image: int, device: torch.device, 
     members = getattr(model, "members", 1)  # K networks in one (--batch-seeds): K batches, K losses
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3 * members, image, image, generator=generator).to(device)
+    in_channels = getattr(model, "in_channels", 3)
+    x = torch.randn(batch, in_channels * members, image, image, generator=generator).to(device)
     y = torch.randint(0, 10, (batch * members,), generator=generator).to(device)
 
     def step() -> None:
@@ -136,6 +137,24 @@ def time_train_steps(models: dict[str, nn.Module], batch: int, image: int, devic
         step = _train_step(model, batch, image, device, lam, precision)
         times = [_seconds(step, device) for _ in range(warmup + steps)]
         seconds[name] = statistics.median(times[warmup:])
+    return seconds
+
+
+def time_side_by_side(models: dict[str, nn.Module], batch: int, image: int, device: torch.device, rounds: int = 3,
+                      steps: int = 5, warmup: int = 3, seed: int = 0) -> dict[str, list[float]]:
+    """Each model's median seconds a step in each of `rounds` rounds, the models in a fresh random order every round.
+
+    Within a round a model takes its warm-up and timed steps in a row (`time_train_steps`); the
+    order is shuffled each round so that what drifts on the machine (another process, the clock)
+    falls on every network alike rather than on the ones timed last.
+    """
+    order = random.Random(seed)
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        names = list(models)
+        order.shuffle(names)
+        for name in names:
+            seconds[name] += time_train_steps({name: models[name]}, batch, image, device, steps, warmup).values()
     return seconds
 
 
