@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import ordering_output
 
-from dagwire.tables import CPU_SEPARATOR, read_runs_table
+from dagwire.machine import CPU_SEPARATOR
+from dagwire.tables import read_runs_table
 from dagwire.trajectory import run_trajectory, schedule_of
 
 ROOT = Path(__file__).resolve().parents[1]

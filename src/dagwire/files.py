@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from .machine import CPU_SEPARATOR
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -79,8 +81,7 @@ def mean_epoch_seconds(run_dir: str | os.PathLike) -> float:
 
 
 def epoch_cpus(run_dir: str | os.PathLike) -> str:
-    """The CPUs a run's epochs ran on (metrics.jsonl), in order of first use, joined by `tables.CPU_SEPARATOR`."""
+    """The CPUs a run's epochs ran on (metrics.jsonl), in order of first use, joined by `machine.CPU_SEPARATOR`."""
     from .rundir import RunDir
-    from .tables import CPU_SEPARATOR
 
     return CPU_SEPARATOR.join(dict.fromkeys(str(r["cpu"]) for r in read_jsonl(RunDir(run_dir).metrics) if r.get("cpu")))

@@ -34,7 +34,7 @@ import click
 import numpy as np
 
 from .errors import DagwireError
-from .tables import CPU_SEPARATOR
+from .machine import CPU_SEPARATOR
 
 FAMILIES = ("complete", "thresholded", "learned", "random", "width")
 FAMILY_LABELS = {"complete": "complete DAG at λ = 0 (ceiling)", "thresholded": "learned at τ*, no fine-tuning",

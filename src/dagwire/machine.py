@@ -6,6 +6,10 @@ import platform
 from functools import lru_cache
 from pathlib import Path
 
+# Between the CPUs of a run that trained on several (it resumed on another machine), in the runs
+# table's and networks.csv's `cpu` column.
+CPU_SEPARATOR = "; "
+
 
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo), else what the platform module says."""

@@ -151,7 +151,7 @@ def split_by(df, column: str) -> tuple[dict, list[str]]:
     """
     import pandas as pd
 
-    from .tables import CPU_SEPARATOR
+    from .machine import CPU_SEPARATOR
 
     groups: dict = {}
     moved: list[str] = []

@@ -31,8 +31,7 @@ SCHEDULE_COLUMNS = ("steps", "milestones", "lam", "lam_warmup")
 # (dynamics.is_collapsed); empty for runs trained before either was recorded.
 FIT_COLUMNS = ("train_eval_accuracy", "collapsed")
 # ray_node: the Ray node a run ran on ("<node id, 8 hex>@<node IP>"; empty for runs recorded before it existed).
-# cpu: every CPU (model and ISA) the run trained on, in order, CPU_SEPARATOR-separated (a resumed run may have moved).
-CPU_SEPARATOR = "; "
+# cpu: every CPU (model and ISA) the run trained on, in order, machine.CPU_SEPARATOR-separated (a resumed run may have moved).
 BASE_COLUMNS = ("dataset", "seed", "status", "error", "run_dir", "ray_node", "cpu", *CAPACITY_COLUMNS,
                 *SCHEDULE_COLUMNS,
                 "test_accuracy", *FIT_COLUMNS, "thresholded_accuracy", "mean_epoch_seconds", *RETRAIN_COLUMNS)
