@@ -71,3 +71,18 @@ def test_side_by_side_times_each_network_every_round_in_a_shuffled_order():
         order.shuffle(names)
         expected += [name for name in names for _ in range(3)]  # each: 1 warm-up and 2 timed steps in a row
     assert calls == expected and calls[:3] != calls[3:6]
+
+
+def test_front_benchmark_summary_is_each_familys_median_against_the_complete_dags():
+    import runpy
+    from pathlib import Path
+
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_front.py"))
+    planted = [("a", 0.0, "complete", 2.0), ("a", 0.0, "complete", 2.2), ("a", 0.02, "learned", 1.0),
+               ("a", 0.02, "learned", 1.4), ("a", 0.02, "learned", 1.1), ("b", 0.005, "random", 3.0)]
+    rows = [{"dataset": d, "lam": lam, "family": f, "step_seconds": s} for d, lam, f, s in planted]
+    summary = {(r["dataset"], r["lam"], r["family"]): r for r in script["family_speed"](rows)}
+    assert summary[("a", 0.0, "complete")]["step_seconds"] == 2.1 and summary[("a", 0.0, "complete")]["speedup"] == 1
+    assert summary[("a", 0.02, "learned")]["networks"] == 3 and summary[("a", 0.02, "learned")]["step_seconds"] == 1.1
+    assert abs(summary[("a", 0.02, "learned")]["speedup"] - 2.1 / 1.1) < 1e-12
+    assert summary[("b", 0.005, "random")]["speedup"] is None  # no complete DAG of that dataset to hold it against
