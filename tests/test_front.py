@@ -46,6 +46,15 @@ def test_a_planted_advantage_is_found_and_none_where_there_is_none():
     assert none.low < 0 < none.high and none.p == pytest.approx(1.0) and none.p_holm == pytest.approx(1.0)
 
 
+def test_a_cell_of_one_run_has_p_1_and_no_interval():
+    """A sweep part-way through (one seed retrained at some λ) still compares: one run's sign flips are ±d."""
+    one = planted({"random": 0.03, "width": 0.03}, runs=1)
+    comparisons = paired_comparisons(one)
+    assert [c.runs for c in comparisons] == [1, 1]
+    assert all(c.p == c.p_holm == 1.0 and math.isnan(c.low) and math.isnan(c.high) for c in comparisons)
+    assert all(c.difference == pytest.approx(0.03, abs=0.005) for c in comparisons)
+
+
 def test_holm_runs_across_every_comparison():
     a = planted({"random": 0.03, "width": 0.03})
     b = planted({"random": 0.03, "width": 0.03}, seed=1).assign(dataset="b")

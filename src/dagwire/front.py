@@ -240,7 +240,8 @@ def sign_flip_p(values: np.ndarray, permutations: int, rng: np.random.Generator)
     """Two-sided p of a mean paired difference against random sign flips (exact when 2^n <= permutations)."""
     from scipy.stats import permutation_test
 
-    if not len(values) or not np.any(values):
+    # One run's two flips, +d and −d, are both as far from 0 as d: p = 1 exactly (scipy wants two or more).
+    if len(values) < 2 or not np.any(values):
         return 1.0
     result = permutation_test((values,), np.mean, permutation_type="samples", vectorized=True,
                               n_resamples=permutations, alternative="two-sided", rng=rng)
