@@ -27,6 +27,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+CONFIG_FILE = "config.yaml"  # a run's TrainConfig, in every run directory
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -50,7 +52,7 @@ class RunDir:
     @property
     def config(self) -> Path:
         """config.yaml: the run's TrainConfig."""
-        return self.path / "config.yaml"
+        return self.path / CONFIG_FILE
 
     @property
     def initial_graph(self) -> Path:

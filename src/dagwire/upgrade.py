@@ -5,7 +5,7 @@ Runs and sweeps record where their data (and a graph file) are relative to the c
 and every run's config.yaml under each DIR in the portable form, the same places and every other
 value unchanged, and rebuilds each sweep's runs table from its run directories, so that it gains
 the columns added since (the schedule's, say) with every number it held kept. A sweep resuming an older DIR does the same for its own records
-(`upgrade_run_configs`). A sweep directory that a live sweep holds is refused, untouched.
+(`sweep.plan.upgrade_run_configs`, `upgrade_sweep_file`). A sweep directory that a live sweep holds is refused, untouched.
 """
 
 from __future__ import annotations
@@ -17,50 +17,12 @@ import click
 
 from .errors import DagwireError
 
-CONFIG_FILE = "config.yaml"
-
-
-def _is_run_config(path: Path) -> bool:
-    """Whether a config.yaml is a run's record: a mapping of TrainConfig fields naming its dataset."""
-    import yaml
-
-    from .config import FIELD_NAMES
-
-    try:
-        values = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return isinstance(values, dict) and "dataset" in values and set(values) <= FIELD_NAMES
-
-
-def upgrade_run_configs(root: str | os.PathLike) -> list[Path]:
-    """Rewrite every run config.yaml under `root` with its places in the portable form; the files rewritten."""
-    from .portable import upgrade_config_file
-
-    return [path for path in sorted(Path(root).rglob(CONFIG_FILE))
-            if _is_run_config(path) and upgrade_config_file(path)]
-
-
-def upgrade_sweep_file(sweep_dir: Path) -> bool:
-    """Rewrite DIR/sweep.yaml with each place (data_dir, a graph file) in its portable form where it holds
-    an absolute path of the checkout's (an older sweep's record); True when it did. Every other value stays."""
-    from .portable import portable_identity
-    from .sweep.plan import read_sweep_file, write_sweep_file
-
-    stored = read_sweep_file(sweep_dir)
-    upgraded = portable_identity(stored)
-    if upgraded == stored:
-        return False
-    write_sweep_file(sweep_dir, upgraded)
-    return True
-
-
 def upgrade_records(root: str | os.PathLike) -> list[Path]:
     """Every sweep.yaml and run config.yaml under `root` in the portable form, each sweep held meanwhile; the files rewritten."""
     from contextlib import ExitStack
 
     from .sweep.hold import hold_sweep_dir
-    from .sweep.plan import SWEEP_FILE
+    from .sweep.plan import SWEEP_FILE, upgrade_run_configs, upgrade_sweep_file
 
     root = Path(root)
     if not root.is_dir():

@@ -414,6 +414,41 @@ def write_sweep_file(sweep_dir: str | os.PathLike, identity: dict[str, Any]) -> 
     atomic_write_text(Path(sweep_dir) / SWEEP_FILE, yaml.safe_dump(identity, sort_keys=False))
 
 
+def _is_run_config(path: Path) -> bool:
+    """Whether a config.yaml is a run's record: a mapping of TrainConfig fields naming its dataset."""
+    import yaml
+
+    from ..config import FIELD_NAMES
+
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(values, dict) and "dataset" in values and set(values) <= FIELD_NAMES
+
+
+def upgrade_run_configs(root: str | os.PathLike) -> list[Path]:
+    """Rewrite every run config.yaml under `root` with its places in the portable form; the files rewritten."""
+    from ..portable import upgrade_config_file
+    from ..rundir import CONFIG_FILE
+
+    return [path for path in sorted(Path(root).rglob(CONFIG_FILE))
+            if _is_run_config(path) and upgrade_config_file(path)]
+
+
+def upgrade_sweep_file(sweep_dir: Path) -> bool:
+    """Rewrite DIR/sweep.yaml with each place (data_dir, a graph file) in its portable form where it holds
+    an absolute path of the checkout's (an older sweep's record); True when it did. Every other value stays."""
+    from ..portable import portable_identity
+
+    stored = read_sweep_file(sweep_dir)
+    upgraded = portable_identity(stored)
+    if upgraded == stored:
+        return False
+    write_sweep_file(sweep_dir, upgraded)
+    return True
+
+
 def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     """The first key where two sweep.yaml contents give different runs, None when they agree."""
     import yaml

@@ -14,10 +14,10 @@ from ..errors import DagwireError
 from ..files import read_jsonl
 from ..rundir import RunDir
 from ..tables import runs_frame
-from ..upgrade import upgrade_run_configs, upgrade_sweep_file
 from .cluster import _check_resources, check_reachable, connect_ray, run_slots
 from .hold import HOLD_FILE, hold_sweep_dir
-from .plan import SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file, seed_major, write_sweep_file
+from .plan import (SWEEP_FILE, SweepPlan, describe_plan, first_difference, read_sweep_file, seed_major,
+                   upgrade_run_configs, upgrade_sweep_file, write_sweep_file)
 from .table import make_row, result_from_disk, write_tables
 from .worker import Job, one_line, run_task, write_marker, write_status
 
