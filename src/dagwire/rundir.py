@@ -17,7 +17,10 @@ and, for a run measured by a sweep:
     retrain-<τ>[-fitC]/ the pruned network trained from scratch (same C, or C fitted)
     retrain-<τ>-random<k>/, retrain-<τ>-width/
                         its controls trained from scratch: a random graph of its size, a narrower complete DAG
-and, in each retraining, network.json: its family, size, FLOPs and measured CPU time per image
+and, in each retraining, network.json: its family, size, FLOPs and measured CPU time per image.
+
+A sweep's directory holds its identity, sweep.yaml (`read_sweep_file`), above runs/<dataset>/seed<s>/:
+it is here, beside the run's files, because every run (τ*, `dagwire retrain`) looks up for it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,30 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from .errors import DagwireError
 
 CONFIG_FILE = "config.yaml"  # a run's TrainConfig, in every run directory
+SWEEP_FILE = "sweep.yaml"  # a sweep's identity: its datasets, seeds, shared config
+SWEEP_FORMAT = "dagwire-sweep/1"
+
+
+def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """DIR/sweep.yaml as a dict, None when absent; DagwireError when it is not a sweep file."""
+    import yaml
+
+    path = Path(sweep_dir) / SWEEP_FILE
+    if not path.exists():
+        return None
+    try:
+        obj = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DagwireError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    if not isinstance(obj, dict) or obj.get("format") != SWEEP_FORMAT or \
+            not all(isinstance(obj.get(k), t) for k, t in (("datasets", list), ("seeds", list), ("config", dict))):
+        raise DagwireError(f"{path} is not a dagwire sweep file ({SWEEP_FORMAT})")
+    return obj
 
 
 @dataclass(frozen=True)

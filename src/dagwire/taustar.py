@@ -18,7 +18,7 @@ from pathlib import Path
 from .config import TAU_TOLERANCE_POINTS, build_config, read_yaml
 from .errors import DagwireError
 from .files import atomic_write_text
-from .rundir import RunDir
+from .rundir import SWEEP_FILE, RunDir, read_sweep_file
 
 
 def check_tolerance(points: float, name: str = "--tolerance") -> float:
@@ -38,8 +38,6 @@ def tau_star_of(curves, points: float = TAU_TOLERANCE_POINTS) -> float | None:
 
 def sweep_tolerance(sweep_dir: str | os.PathLike) -> float:
     """The tolerance of a sweep's τ*: its sweep.yaml's `tau_tolerance` (the paper's when it has none)."""
-    from .sweep.plan import read_sweep_file
-
     identity = read_sweep_file(sweep_dir) or {}
     return check_tolerance(identity.get("config", {}).get("tau_tolerance", TAU_TOLERANCE_POINTS), "tau_tolerance")
 
@@ -72,8 +70,6 @@ def own_tau_star(run_dir: str | os.PathLike, points: float | None = None) -> flo
     points = run_tolerance(run_dir) if points is None else points
     tau = tau_star_of(pd.DataFrame(rows), points) if rows and "holdout_accuracy" in rows[0] else None
     if tau is None:
-        from .sweep.plan import SWEEP_FILE
-
         raise DagwireError(f"τ*: {run_dir} is not a run of a sweep (no {SWEEP_FILE} above it) and has no hold-out "
                            f"threshold curve: train it with --holdout N, then run `dagwire thresholds {run_dir}`")
     return tau
@@ -85,7 +81,6 @@ def run_tau_star(run_dir: str | os.PathLike) -> float:
     DagwireError when there is none: a sweep whose runs held out no data, or a lone run without a
     thresholds.csv that has hold-out accuracy (`--holdout`, then `dagwire thresholds RUN`).
     """
-    from .sweep.plan import read_sweep_file
     from .tables import read_runs_table
 
     run = Path(run_dir).resolve()

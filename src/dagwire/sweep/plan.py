@@ -13,11 +13,10 @@ from typing import Any, Sequence
 from ..config import given_values
 from ..errors import DagwireError
 from ..portable import SHARED_DATA, recorded_config, resolved_config, resolved_path
+from ..rundir import CONFIG_FILE, SWEEP_FILE, SWEEP_FORMAT, read_sweep_file
 
 
-SWEEP_FILE = "sweep.yaml"
 MARKER_FILE = ".dagwire-marker"  # proves to each task that it sees the driver's DIR
-SWEEP_FORMAT = "dagwire-sweep/1"
 DEFAULT_SEEDS = "0-9"  # SPEC §9: ten seeds per dataset
 
 # Not part of a sweep's identity: the seed is the sweep's own axis, the device may change on a rerun.
@@ -388,23 +387,6 @@ def plan_from_identity(identity: dict[str, Any], device: str | None = None) -> S
                      [float(v) for v in identity["lams"]] if identity.get("lams") else None)
 
 
-def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """DIR/sweep.yaml as a dict, None when absent; DagwireError when it is not a sweep file."""
-    import yaml
-
-    path = Path(sweep_dir) / SWEEP_FILE
-    if not path.exists():
-        return None
-    try:
-        obj = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DagwireError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
-    if not isinstance(obj, dict) or obj.get("format") != SWEEP_FORMAT or \
-            not all(isinstance(obj.get(k), t) for k, t in (("datasets", list), ("seeds", list), ("config", dict))):
-        raise DagwireError(f"{path} is not a dagwire sweep file ({SWEEP_FORMAT})")
-    return obj
-
-
 def write_sweep_file(sweep_dir: str | os.PathLike, identity: dict[str, Any]) -> None:
     """DIR/sweep.yaml holding `identity`, written atomically."""
     import yaml
@@ -430,7 +412,6 @@ def _is_run_config(path: Path) -> bool:
 def upgrade_run_configs(root: str | os.PathLike) -> list[Path]:
     """Rewrite every run config.yaml under `root` with its places in the portable form; the files rewritten."""
     from ..portable import upgrade_config_file
-    from ..rundir import CONFIG_FILE
 
     return [path for path in sorted(Path(root).rglob(CONFIG_FILE))
             if _is_run_config(path) and upgrade_config_file(path)]
