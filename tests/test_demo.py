@@ -68,10 +68,10 @@ def write_images(path: Path, classes: int = 3, per_class: int = 40, seed: int = 
 
 @pytest.mark.slow
 def test_make_demo_recipe_runs_every_step(tmp_path):
-    """The Makefile's own demo recipe, on a tiny npz for 2 epochs: train, τ*, picture, features."""
+    """The Makefile's own demo recipe, on a tiny npz and a 6-node DAG for 2 epochs: train, τ*, picture, features."""
     write_images(tmp_path / "tiny.npz")
     run = tmp_path / "demo"
-    flags = (f"--dataset npz:{tmp_path / 'tiny.npz'} --holdout 18 "
+    flags = (f"--dataset npz:{tmp_path / 'tiny.npz'} --holdout 18 --nodes 6 --stages 2 --channels 2 "
              "--batch-size 16 --epochs 2 --lr-milestones 4s,6s --lam-warmup 2 --quiet")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     command = ["make", "-s", "-C", str(ROOT), "-o", "setup", "-o", "data", "demo", f"RUN={run}",

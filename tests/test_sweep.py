@@ -351,8 +351,9 @@ def test_failed_run_is_recorded_and_retried(tmp_path, data, capsys):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the killed sweep's processes in /proc")
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, data):
     out = tmp_path / "sweep"
-    args = ["--datasets", f"{data['a']},{data['b']}", "--seeds", "0-1", *TINY, "--epochs", "8", "--out", str(out)]
-    # One run at a time (2 CPUs per run), so that when the first run is done another is mid-training.
+    # Two runs (each start of a run costs more than its 8 tiny epochs), one at a time (2 CPUs per run),
+    # so that when the first is done the second is mid-training.
+    args = ["--datasets", data["a"], "--seeds", "0-1", *TINY, "--epochs", "8", "--out", str(out)]
     process = subprocess.Popen([sys.executable, "-m", "dagwire.cli", "sweep", *args, "--cpus-per-run", "2"],
                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300  # left as soon as both are seen; a loaded machine starts runs slowly
@@ -369,14 +370,14 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, data):
         kill_session(process.pid)  # the driver, its Ray processes and workers (their own groups)
         process.wait()
     assert done and training, f"never caught the sweep mid-run: {process.stderr.read().decode()[-2000:]}"
-    assert len(done) < 4
+    assert len(done) == 1 and len(training) == 1
     finished = mtimes(done)
     epochs_at_kill = {r: torch.load(r / "checkpoint.pt", weights_only=True)["epoch"] for r in training}
     metrics_at_kill = {r: (r / "metrics.jsonl").read_text().splitlines() for r in training}
 
     assert sweep(*args) == 0
     df = pd.read_csv(out / "runs.csv")
-    assert len(df) == 4 and (df["status"] == "done").all()
+    assert len(df) == 2 and (df["status"] == "done").all()
     assert mtimes(done) == finished  # finished runs were not redone
     for run, epochs in epochs_at_kill.items():
         status = json.loads((run / "status.json").read_text())
