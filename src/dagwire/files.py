@@ -1,5 +1,5 @@
 """Files: atomic writes (a reader never sees a half-written file, a crash never loses the old one),
-and tolerant reading of the per-epoch records a run appends."""
+and tolerant reading of JSON lines a process may have been killed while appending (a run's metrics.jsonl)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
-
-from .machine import CPU_SEPARATOR
 
 
 def _current_umask() -> int:
@@ -69,19 +67,3 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         if isinstance(obj, dict):
             out.append(obj)
     return out
-
-
-def mean_epoch_seconds(run_dir: str | os.PathLike) -> float:
-    """Mean of `seconds` over the epochs in a run's metrics.jsonl (NaN when there are none)."""
-    from .rundir import RunDir
-
-    seconds = [float(r["seconds"]) for r in read_jsonl(RunDir(run_dir).metrics)
-               if isinstance(r.get("seconds"), (int, float))]
-    return sum(seconds) / len(seconds) if seconds else float("nan")
-
-
-def epoch_cpus(run_dir: str | os.PathLike) -> str:
-    """The CPUs a run's epochs ran on (metrics.jsonl), in order of first use, joined by `machine.CPU_SEPARATOR`."""
-    from .rundir import RunDir
-
-    return CPU_SEPARATOR.join(dict.fromkeys(str(r["cpu"]) for r in read_jsonl(RunDir(run_dir).metrics) if r.get("cpu")))

@@ -61,9 +61,8 @@ def _run_networks(run: Path, dataset: str, seed: int, lam: float, tau: float) ->
     """
     from . import counts, graphs
     from . import spec as specs
-    from .files import epoch_cpus, mean_epoch_seconds
     from .prune import network_facts
-    from .rundir import RunDir
+    from .rundir import RunDir, epoch_cpus, mean_epoch_seconds
     from .train import load_run_config
 
     files = RunDir(run)

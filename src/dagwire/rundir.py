@@ -21,6 +21,7 @@ and, in each retraining, network.json: its family, size, FLOPs and measured CPU 
 
 A sweep's directory holds its identity, sweep.yaml (`read_sweep_file`), above runs/<dataset>/seed<s>/:
 it is here, beside the run's files, because every run (τ*, `dagwire retrain`) looks up for it.
+`mean_epoch_seconds` and `epoch_cpus` read what a run's epochs recorded of their time and CPU.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DagwireError
+from .files import read_jsonl
+from .machine import CPU_SEPARATOR
 
 CONFIG_FILE = "config.yaml"  # a run's TrainConfig, in every run directory
 SWEEP_FILE = "sweep.yaml"  # a sweep's identity: its datasets, seeds, shared config
@@ -180,3 +183,15 @@ class RunDir:
     def trained(self) -> bool:
         """Training finished: the learned graph and the final weights exist."""
         return self.graph.exists() and self.weights.exists()
+
+
+def mean_epoch_seconds(run_dir: str | os.PathLike) -> float:
+    """Mean of `seconds` over the epochs in a run's metrics.jsonl (NaN when there are none)."""
+    seconds = [float(r["seconds"]) for r in read_jsonl(RunDir(run_dir).metrics)
+               if isinstance(r.get("seconds"), (int, float))]
+    return sum(seconds) / len(seconds) if seconds else float("nan")
+
+
+def epoch_cpus(run_dir: str | os.PathLike) -> str:
+    """The CPUs a run's epochs ran on (metrics.jsonl), in order of first use, joined by `machine.CPU_SEPARATOR`."""
+    return CPU_SEPARATOR.join(dict.fromkeys(str(r["cpu"]) for r in read_jsonl(RunDir(run_dir).metrics) if r.get("cpu")))

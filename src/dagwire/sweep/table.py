@@ -9,8 +9,7 @@ from typing import Any
 
 
 from ..errors import DagwireError
-from ..files import epoch_cpus
-from ..rundir import RunDir
+from ..rundir import RunDir, epoch_cpus
 from ..stats import TAU_STAR_SUFFIX
 from ..tables import (CAPACITY_COLUMNS, FIT_COLUMNS, RETRAIN_COLUMNS, SCHEDULE_COLUMNS, feature_columns,
                       read_runs_table, runs_frame, write_runs_table)

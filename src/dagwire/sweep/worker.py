@@ -12,8 +12,7 @@ from typing import Any
 
 
 from ..errors import DagwireError
-from ..files import mean_epoch_seconds
-from ..rundir import RunDir
+from ..rundir import RunDir, mean_epoch_seconds
 from .plan import MARKER_FILE
 from .table import is_done, result_from_disk, run_facts
 
