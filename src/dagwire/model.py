@@ -308,8 +308,8 @@ def materialise(model: DagNet, pruned: GraphSpec) -> DagNet:
     missing = [edge for edge in pruned.edges if edge not in index]
     if missing:
         raise SpecError(f"edge {missing[0]} of the pruned graph is not in the trained graph")
-    state = model.state_dict()
-    small_state = {k: v for k, v in state.items() if k in small.state_dict() and k != "edge_weights"}
+    small_keys = small.state_dict().keys()  # once: a state_dict walks every module
+    small_state = {k: v for k, v in model.state_dict().items() if k in small_keys and k != "edge_weights"}
     small_state["edge_weights"] = model.edge_weights.detach()[[index[e] for e in pruned.edges]].clone()
     small.load_state_dict(small_state)
     return small.to(model.edge_weights.device)
