@@ -351,8 +351,8 @@ def test_failed_run_is_recorded_and_retried(tmp_path, data, capsys):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the killed sweep's processes in /proc")
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, data):
     out = tmp_path / "sweep"
-    # Two runs (each start of a run costs more than its 8 tiny epochs), one at a time (2 CPUs per run),
-    # so that when the first is done the second is mid-training.
+    # Two runs, one at a time (2 CPUs per run), so that when the first is done the second is
+    # mid-training: one finished run and one interrupted run are all the resume has to keep apart.
     args = ["--datasets", data["a"], "--seeds", "0-1", *TINY, "--epochs", "8", "--out", str(out)]
     process = subprocess.Popen([sys.executable, "-m", "dagwire.cli", "sweep", *args, "--cpus-per-run", "2"],
                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
