@@ -21,22 +21,27 @@ import torch
 from dagwire import graphs
 from dagwire.config import TAU_GRID
 from dagwire.data import load_dataset_for
+from dagwire.errors import DagwireError
 from dagwire.machine import cpu_label
 from dagwire.model import materialise
 from dagwire.prune import load_run
 from dagwire.train import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RUN = ROOT / "docs" / "capacity" / "sweep-c4" / "runs" / "cfashionmnist" / "seed0"
+DEFAULT_RUN = "docs/capacity/sweep-c4/runs/cfashionmnist/seed0"  # in the checkout
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", nargs="?", default=str(DEFAULT_RUN))
+    parser.add_argument("run", nargs="?", default=DEFAULT_RUN)
     parser.add_argument("--test-images", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    trained = load_run(args.run)
+    run = Path(args.run)
+    try:
+        trained = load_run(run if run.exists() else ROOT / run)  # a run of the checkout's docs from anywhere
+    except DagwireError as exc:
+        parser.exit(2, f"bench_thresholds: error: {exc}\n")
     data = load_dataset_for(trained.config)
     x = torch.from_numpy(data.test_x[:args.test_images])
     y = torch.from_numpy(data.test_y[:args.test_images])
