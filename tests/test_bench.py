@@ -86,3 +86,24 @@ def test_front_benchmark_summary_is_each_familys_median_against_the_complete_dag
     assert summary[("a", 0.02, "learned")]["networks"] == 3 and summary[("a", 0.02, "learned")]["step_seconds"] == 1.1
     assert abs(summary[("a", 0.02, "learned")]["speedup"] - 2.1 / 1.1) < 1e-12
     assert summary[("b", 0.005, "random")]["speedup"] is None  # no complete DAG of that dataset to hold it against
+
+
+def test_threshold_benchmark_times_the_curves_own_calls(trained_run, capsys, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from dagwire import prune
+    from dagwire.config import TAU_GRID
+
+    rows = prune.threshold_curve(prune.load_run(trained_run), TAU_GRID, progress=False)
+    connected = sum(not row["disconnected"] for row in rows)
+    originals = prune.materialise, prune.evaluate
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_thresholds.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(trained_run), "--test-images", "5"])
+    runpy.run_path(str(script), run_name="__main__")
+    result = json.loads(capsys.readouterr().out)
+    assert result["taus"] == len(TAU_GRID) and result["test_images"] == 5
+    assert 0 < result["connected"] == connected == result["evaluations"]  # no hold-out: one evaluation a network
+    assert result["build_seconds"] + result["evaluate_seconds"] > 0
+    assert (prune.materialise, prune.evaluate) == originals  # the curve's functions are put back
