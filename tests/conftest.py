@@ -6,6 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Ray starts its workers at nice 15; on a machine busy with other work at nice 0 (a study's trainings)
+# the sweep tests' workers then get almost no CPU and run into the per-test timeout. The suite's own
+# workers run at the suite's priority.
+os.environ.setdefault("RAY_worker_niceness", "0")
+
 
 def write_npz(path: Path, seed: int = 0, classes: int = 4, images: int = 96) -> str:
     """A small npz dataset with some signal, so the loss moves; its `npz:` dataset name."""

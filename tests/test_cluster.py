@@ -72,9 +72,10 @@ def stop_session(sid: int) -> None:
 
 
 def clean_env(home: Path, **extra: str) -> dict:
-    """This environment without any RAY_ setting, HOME elsewhere (no ~/.ray/auth_token), plus `extra`."""
+    """This environment without any RAY_ setting but workers' niceness (conftest), HOME elsewhere, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(HOME=str(home), DAGWIRE_CACHE=str(cache_dir()), RAY_USAGE_STATS_ENABLED="0")
+    env.update(HOME=str(home), DAGWIRE_CACHE=str(cache_dir()), RAY_USAGE_STATS_ENABLED="0",
+               RAY_worker_niceness=os.environ["RAY_worker_niceness"])
     env.update(extra)
     return env
 
