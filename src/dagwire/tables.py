@@ -79,12 +79,32 @@ def runs_frame(rows: list[dict[str, Any]], stages: int | None = None):
 
 
 def write_runs_table(df, sweep_dir: str | os.PathLike) -> None:
-    """DIR/runs.csv and DIR/runs.parquet, each atomically."""
+    """DIR/runs.csv and DIR/runs.parquet, each atomically; a file that already holds this table is left as it is."""
     from .files import atomic_write, atomic_write_text
 
     sweep_dir = Path(sweep_dir)
-    atomic_write_text(sweep_dir / RUNS_CSV, df.to_csv(index=False))
-    atomic_write(sweep_dir / RUNS_PARQUET, lambda f: df.to_parquet(f, index=False))
+    csv_path, parquet_path = sweep_dir / RUNS_CSV, sweep_dir / RUNS_PARQUET
+    text = df.to_csv(index=False)
+    if not (csv_path.is_file() and csv_path.read_text() == text):
+        atomic_write_text(csv_path, text)
+    # runs.parquet's bytes name the pandas and pyarrow that wrote it: rewriting the same table with
+    # other versions changes the file though not one cell, so a resumed sweep with nothing new would
+    # touch a committed record. Compare the table instead.
+    if not _parquet_holds(parquet_path, df):
+        atomic_write(parquet_path, lambda f: df.to_parquet(f, index=False))
+
+
+def _parquet_holds(path: Path, df) -> bool:
+    """Whether the parquet file at `path` reads back as `df`: the same columns, types and cells."""
+    import pandas as pd
+
+    if not path.is_file():
+        return False
+    try:
+        pd.testing.assert_frame_equal(pd.read_parquet(path), df, check_exact=True)
+    except Exception:  # noqa: BLE001 - unreadable or different: either way it is written afresh
+        return False
+    return True
 
 
 def read_runs_table(path: str | os.PathLike):
