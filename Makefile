@@ -8,11 +8,12 @@ RUN ?= runs/demo
 
 setup: $(VENV)/.installed
 
-# The CPU wheel of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+# The CPU wheel of torch first: a bare `torch` requirement would pull a multi-GB CUDA build. The rest
+# at the versions in constraints.txt.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 # Fashion-MNIST from Debian's dataset package, when this machine can install it.
