@@ -30,7 +30,7 @@ def test_rewriting_the_same_table_touches_neither_file(tmp_path):
     write_runs_table(_table(0.9), tmp_path)
     _as_written_elsewhere(tmp_path / RUNS_PARQUET)
     before = _files(tmp_path)
-    write_runs_table(_table(0.9), tmp_path)
+    assert write_runs_table(_table(0.9), tmp_path) == []
     assert _files(tmp_path) == before  # the other writer's bytes kept: the cells are the same
     pd.testing.assert_frame_equal(read_runs_table(tmp_path / RUNS_PARQUET), _table(0.9))
 
@@ -39,7 +39,7 @@ def test_a_changed_cell_rewrites_both_files(tmp_path):
     write_runs_table(_table(0.9), tmp_path)
     _as_written_elsewhere(tmp_path / RUNS_PARQUET)
     before = _files(tmp_path)
-    write_runs_table(_table(0.91), tmp_path)
+    assert write_runs_table(_table(0.91), tmp_path) == [tmp_path / RUNS_CSV, tmp_path / RUNS_PARQUET]
     after = _files(tmp_path)
     assert all(after[name][1] != before[name][1] for name in before)
     for name in (RUNS_CSV, RUNS_PARQUET):
@@ -53,7 +53,7 @@ def test_a_type_change_alone_rewrites_the_parquet_file(tmp_path):
     write_runs_table(table.assign(retrained_fit_channels=table["retrained_fit_channels"].astype("float64")), tmp_path)
     csv = _files(tmp_path)[RUNS_CSV]
     assert pd.read_parquet(tmp_path / RUNS_PARQUET)["retrained_fit_channels"].dtype == "float64"
-    write_runs_table(table, tmp_path)
+    assert write_runs_table(table, tmp_path) == [tmp_path / RUNS_PARQUET]
     assert _files(tmp_path)[RUNS_CSV] == csv
     assert pd.read_parquet(tmp_path / RUNS_PARQUET)["retrained_fit_channels"].dtype == "Int64"
 

@@ -78,20 +78,24 @@ def runs_frame(rows: list[dict[str, Any]], stages: int | None = None):
     return df
 
 
-def write_runs_table(df, sweep_dir: str | os.PathLike) -> None:
-    """DIR/runs.csv and DIR/runs.parquet, each atomically; a file that already holds this table is left as it is."""
+def write_runs_table(df, sweep_dir: str | os.PathLike) -> list[Path]:
+    """DIR/runs.csv and DIR/runs.parquet, each atomically, skipping a file that already holds this table; those written."""
     from .files import atomic_write, atomic_write_text
 
     sweep_dir = Path(sweep_dir)
     csv_path, parquet_path = sweep_dir / RUNS_CSV, sweep_dir / RUNS_PARQUET
+    written = []
     text = df.to_csv(index=False)
     if not (csv_path.is_file() and csv_path.read_text() == text):
         atomic_write_text(csv_path, text)
+        written.append(csv_path)
     # runs.parquet's bytes name the pandas and pyarrow that wrote it: rewriting the same table with
     # other versions changes the file though not one cell, so a resumed sweep with nothing new would
     # touch a committed record. Compare the table instead.
     if not _parquet_holds(parquet_path, df):
         atomic_write(parquet_path, lambda f: df.to_parquet(f, index=False))
+        written.append(parquet_path)
+    return written
 
 
 def _parquet_holds(path: Path, df) -> bool:

@@ -44,14 +44,11 @@ def upgrade_records(root: str | os.PathLike) -> list[Path]:
 def upgrade_runs_table(sweep: Path) -> list[Path]:
     """Rebuild a sweep's runs table from its run directories, keeping what it measured; the files rewritten."""
     from .sweep.table import collect_runs
-    from .tables import RUNS_CSV, RUNS_PARQUET, write_runs_table
+    from .tables import RUNS_CSV, write_runs_table
 
-    csv = sweep / RUNS_CSV
-    if not csv.is_file():
+    if not (sweep / RUNS_CSV).is_file():
         return []
-    before = csv.read_bytes()
-    write_runs_table(collect_runs(sweep), sweep)
-    return [csv, sweep / RUNS_PARQUET] if csv.read_bytes() != before else []
+    return write_runs_table(collect_runs(sweep), sweep)
 
 
 @click.command("upgrade")
