@@ -73,19 +73,80 @@ def test_side_by_side_times_each_network_every_round_in_a_shuffled_order():
     assert calls == expected and calls[:3] != calls[3:6]
 
 
-def test_front_benchmark_summary_is_each_familys_median_against_the_complete_dags():
+def _front_benchmark():
     import runpy
     from pathlib import Path
 
-    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_front.py"))
-    planted = [("a", 0.0, "complete", 2.0), ("a", 0.0, "complete", 2.2), ("a", 0.02, "learned", 1.0),
-               ("a", 0.02, "learned", 1.4), ("a", 0.02, "learned", 1.1), ("b", 0.005, "random", 3.0)]
-    rows = [{"dataset": d, "lam": lam, "family": f, "step_seconds": s} for d, lam, f, s in planted]
+    return runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_front.py"))
+
+
+def _speed_rows(planted):
+    """Rows as bench_front times them: (dataset, λ, seed, family, channels, step seconds)."""
+    return [{"dataset": d, "lam": lam, "seed": seed, "family": f, "channels": c, "step_seconds": s,
+             "flops_per_image": 1.0} for d, lam, seed, f, c, s in planted]
+
+
+def test_front_benchmark_summary_is_each_familys_median_against_the_complete_dags():
+    script = _front_benchmark()
+    rows = _speed_rows([("a", 0.0, 0, "complete", 4, 2.0), ("a", 0.0, 1, "complete", 4, 2.2),
+                        ("a", 0.02, 0, "learned", 4, 1.0), ("a", 0.02, 1, "learned", 4, 1.4),
+                        ("a", 0.02, 2, "learned", 4, 1.1), ("b", 0.005, 0, "random", 4, 3.0)])
     summary = {(r["dataset"], r["lam"], r["family"]): r for r in script["family_speed"](rows)}
     assert summary[("a", 0.0, "complete")]["step_seconds"] == 2.1 and summary[("a", 0.0, "complete")]["speedup"] == 1
     assert summary[("a", 0.02, "learned")]["networks"] == 3 and summary[("a", 0.02, "learned")]["step_seconds"] == 1.1
     assert abs(summary[("a", 0.02, "learned")]["speedup"] - 2.1 / 1.1) < 1e-12
     assert summary[("b", 0.005, "random")]["speedup"] is None  # no complete DAG of that dataset to hold it against
+
+
+def test_a_width_control_at_its_runs_own_width_counts_as_the_complete_dag():
+    script = _front_benchmark()
+    rows = _speed_rows([("a", 0.02, 0, "learned", 4, 1.0), ("a", 0.02, 0, "width", 4, 2.0),
+                        ("a", 0.05, 0, "learned", 4, 1.0), ("a", 0.05, 0, "width", 3, 0.5),
+                        ("a", 0.0, 0, "complete", 4, 3.0)])
+    assert script["is_complete_dag"](rows) == [False, True, False, False, True]
+    assert script["complete_seconds"](rows) == {"a": 2.5}  # median of 2.0 and 3.0; the narrower control is not one
+
+
+def test_front_benchmark_pairs_the_learned_graph_with_its_own_runs_controls():
+    import math
+
+    script = _front_benchmark()
+    planted = []
+    for seed in range(5):
+        planted += [("a", 0.02, seed, "learned", 4, 1.0), ("a", 0.02, seed, "random", 4, 0.8),
+                    ("a", 0.02, seed, "random", 4, 1.2), ("a", 0.02, seed, "width", 4, 2.0)]
+    rows = _speed_rows(planted)
+    paired = {p["learned_over"]: p for p in script["paired_speed"](rows, resamples=99, permutations=99)}
+    # the run's random controls average 1.0 s: the learned graph takes as long, in no run faster
+    assert paired["random"]["runs"] == 5 and math.isclose(paired["random"]["ratio"], 1.0)
+    assert paired["random"]["faster_in"] == 0 and paired["random"]["p"] == 1.0
+    # the width control, at the run's own C, is the complete DAG: half the time in every run, p the least 5 runs allow
+    for reference in ("width", "complete"):
+        assert math.isclose(paired[reference]["ratio"], 0.5) and paired[reference]["faster_in"] == 5
+        assert math.isclose(paired[reference]["low"], 0.5) and paired[reference]["p"] == 2 / 2**5
+
+
+def test_front_benchmark_summarises_its_own_csv_again(tmp_path, capsys, monkeypatch):
+    import math
+    import runpy
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    rows = _speed_rows([("a", 0.0, 0, "complete", 4, 2.0), ("a", 0.0, 0, "learned", 4, 1.5),
+                        ("a", 0.0, 1, "complete", 4, 2.0), ("a", 0.0, 1, "learned", 4, 1.0)])
+    csv = tmp_path / "speed.csv"
+    pd.DataFrame(rows).assign(timed_on="some CPU", rounds=3, steps=5).to_csv(csv, index=False)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_front.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--from-csv", str(csv)])
+    runpy.run_path(str(script), run_name="__main__")
+    result = json.loads(capsys.readouterr().out)
+    assert (result["cpu"], result["rounds"], result["steps"], result["networks"]) == ("some CPU", 3, 5, 4)
+    assert result["complete_dag_copies"] == {"networks": 2, "min": 2.0, "median": 2.0, "max": 2.0}
+    assert result["flops_step_spearman"] is None  # every planted network has the same FLOPs
+    [complete] = result["paired"]  # no random or width controls: only the complete DAG to hold against
+    assert complete["learned_over"] == "complete" and math.isclose(complete["ratio"], (0.75 * 0.5) ** 0.5)
 
 
 def test_threshold_benchmark_times_the_curves_own_calls(trained_run, capsys, monkeypatch):

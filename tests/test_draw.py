@@ -139,3 +139,25 @@ def test_the_front_cost_axis_is_logarithmic_only_over_a_decade(costs, scale):
     if scale == "linear":
         assert labels and all(label.endswith("k") for label in labels)  # engineering notation: 45k, 50k, ...
     plt.close(fig)
+
+
+def test_the_front_cost_axis_labels_do_not_run_into_each_other():
+    """A linear span such as CMNIST's FLOPs (13.5M-15.3M) once got 8 labels as wide as "14.75M" on a half-page panel."""
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    draw._cost_axis(ax, [13.8e6, 14.3e6, 15.3e6])
+    ax.set_xlim(13.3e6, 15.5e6)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()), key=lambda b: b.x0)
+    assert len(boxes) >= 3
+    assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:]))
+    plt.close(fig)
+
+
+def test_each_lam_of_the_front_is_labelled_once_beside_its_learned_graph():
+    points = [{"lam": 0.0, "family": "complete"}, {"lam": 0.0, "family": "random"}, {"lam": 0.0, "family": "learned"},
+              {"lam": 0.05, "family": "width"}, {"lam": 0.05, "family": "learned"}, {"lam": 0.1, "family": "random"},
+              {"lam": 0.1, "family": "width"}]
+    anchors = draw._lam_anchors(points)
+    assert {lam: p["family"] for lam, p in anchors.items()} == {0.0: "learned", 0.05: "learned", 0.1: "random"}
+    assert anchors[0.0] is points[2]

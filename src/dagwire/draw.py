@@ -23,6 +23,7 @@ from .files import atomic_write  # noqa: E402
 from .spec import GraphSpec  # noqa: E402
 from .compare import (DATASET_COLOURS, UMAP_MIN_POINTS, TopKResult, connected_runs, dataset_blocks,  # noqa: E402
                       dataset_of, dataset_order, load_graph, mean_std, numeric_values, with_flags)
+from .front import CONTROLS  # noqa: E402
 from .rundir import RunDir  # noqa: E402
 from .stats import OrderingResult  # noqa: E402
 
@@ -516,25 +517,44 @@ FRONT_STYLES = {"complete": ("s", "#8C8C8C"), "thresholded": ("v", "#937860"), "
 
 def _cost_axis(ax, costs: Sequence[float]) -> None:
     """A cost axis readable at any span: logarithmic over a decade or more, linear below (where a log axis
-    has no major tick and crowds its minor labels), ticks in engineering notation (59.3k, 15.3M)."""
-    from matplotlib.ticker import EngFormatter, NullFormatter
+    has no major tick and crowds its minor labels), ticks in engineering notation (59.3k, 15.3M).
+
+    A linear axis gets at most 5 ticks: a span such as 13.5M-15.25M otherwise gets 8 labels as wide as
+    "14.75M", which run into each other on a half-page panel.
+    """
+    from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
 
     finite = [c for c in costs if np.isfinite(c) and c > 0]
     if finite and max(finite) >= 10 * min(finite):
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+
+
+def _lam_anchors(points: Sequence[dict]) -> dict[float, dict]:
+    """The point that carries each λ's label on the front: its learned graph, else its first point."""
+    anchors: dict[float, dict] = {}
+    for p in points:
+        if p["lam"] not in anchors or (p["family"] == "learned" and anchors[p["lam"]]["family"] != "learned"):
+            anchors[p["lam"]] = p
+    return anchors
 
 
 def plot_front(result: dict, path: str | os.PathLike) -> None:
     """Test accuracy against parameters and against FLOPs per image, a row per dataset (`front.front_result`).
 
-    Each point is a family at one λ, mean ± std over runs, its λ written beside it; the dashed line
-    joins the dataset's Pareto front (no other point as accurate for fewer resources).
+    Each point is a family at one λ, mean ± std over runs. A λ is written once, beside its learned
+    graph (else its first point), and thin lines join the learned graph to the families made from it at
+    that λ (its thresholded graph, its controls): a label on every point crowds the clusters where
+    several λ keep nearly every parameter. The dashed line joins the dataset's Pareto front (no other
+    point as accurate for fewer resources).
     """
     blocks = result["datasets"]
     fig, axes = plt.subplots(len(blocks), 2, figsize=(10, 3.8 * len(blocks)), squeeze=False)
     for row, block in zip(axes, blocks):
+        anchors = _lam_anchors(block["points"])
         for ax, (cost, key, name) in zip(row, (("parameters", "front_parameters", "parameters"),
                                                ("flops_per_image", "front_flops", "FLOPs per image"))):
             seen = set()
@@ -544,8 +564,14 @@ def plot_front(result: dict, path: str | os.PathLike) -> None:
                 ax.errorbar(p[cost], p["accuracy"], xerr=std[0], yerr=std[1], fmt=marker, color=colour, capsize=3,
                             label=None if p["family"] in seen else p["label"])
                 seen.add(p["family"])
-                ax.annotate(f"λ={p['lam']:g}", (p[cost], p["accuracy"]), textcoords="offset points", xytext=(4, 4),
-                            fontsize=7, color=colour)
+                anchor = anchors[p["lam"]]
+                if p is anchor:
+                    ax.annotate(f"λ={p['lam']:g}", (p[cost], p["accuracy"]), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7, color=colour)
+                elif anchor["family"] == "learned" and p["family"] in ("thresholded", *CONTROLS):
+                    ax.plot([anchor[cost], p[cost]], [anchor["accuracy"], p["accuracy"]], color=colour,
+                            linewidth=0.6, alpha=0.5)
+            ax.margins(x=0.08)  # room for the λ written right of the outermost point
             front = sorted((p[cost], p["accuracy"]) for p in block["points"] if p[key])
             if front:
                 xs, ys = zip(*front)
