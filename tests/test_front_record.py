@@ -114,3 +114,18 @@ def test_front_json_is_what_the_committed_runs_give():
     networks = only_datasets(network_rows([C4, LAM], progress=False), list(FRONT_DATASETS))
     derived = json.loads(json.dumps(_clean(front_result(networks))))
     assert_close(derived, json.loads(FRONT_JSON.read_text()))
+
+
+def test_the_committed_speed_summary_is_that_of_the_committed_timings():
+    """docs/front.md quotes docs/front/speed.json; it must be what `bench_front.py --from-csv speed.csv` prints."""
+    import runpy
+
+    import pandas as pd
+
+    script = runpy.run_path(str(ROOT / "benchmarks" / "bench_front.py"))
+    rows = pd.read_csv(ROOT / "docs" / "front" / "speed.csv").to_dict("records")
+    assert len(rows) == 79 and {r["family"] for r in rows} == {"complete", "learned", "random", "width"}
+    printed = script["summary"](rows, rows[0]["timed_on"], rows[0]["rounds"], rows[0]["steps"])
+    committed = (ROOT / "docs" / "front" / "speed.json").read_text()
+    assert printed + "\n" == committed
+    assert committed.rstrip("\n") in DOC  # the page shows the summary as it is
