@@ -42,6 +42,9 @@ from dagwire.model import create_model
 from dagwire.rundir import RunDir
 from dagwire.train import load_run_config
 
+# What the summary reads of each row of a --csv file (beside the front's network columns it keeps).
+CSV_COLUMNS = ("dataset", "lam", "seed", "family", "channels", "flops_per_image", "step_seconds", "timed_on", "rounds",
+               "steps")
 IMAGE = 32  # the front's FLOPs per image are counted at 32×32 (CMNIST, CFashionMNIST)
 
 
@@ -60,7 +63,7 @@ def _run(row: dict) -> tuple:
 
 def is_complete_dag(rows: list[dict]) -> list[bool]:
     """Which networks are the complete DAG at its run's C: the `complete` family and every width control at its
-    run's own C (the learned graph's), the width nearest a graph that keeps nearly every parameter."""
+    run's own C (the learned graph's; a learned graph that keeps nearly every parameter gets that width)."""
     own_channels = {_run(r): r["channels"] for r in rows if r["family"] == "learned"}
     return [r["family"] == "complete" or (r["family"] == "width" and r["channels"] == own_channels.get(_run(r)))
             for r in rows]
@@ -143,7 +146,15 @@ def main() -> None:
     parser.add_argument("--from-csv", default="", help="summarise a file --csv wrote; time nothing")
     args = parser.parse_args()
     if args.from_csv:
-        rows = pd.read_csv(args.from_csv).to_dict("records")
+        if not Path(args.from_csv).is_file():
+            parser.error(f"no such file: {args.from_csv}")
+        try:
+            rows = pd.read_csv(args.from_csv).to_dict("records")
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+            parser.error(f"{args.from_csv} is no CSV: {error}")
+        missing = sorted(set(CSV_COLUMNS) - set(rows[0] if rows else ()))
+        if missing:
+            parser.error(f"{args.from_csv} is no --csv of this benchmark with its networks: no {', '.join(missing)}")
         print(summary(rows, CPU_SEPARATOR.join(sorted({r["timed_on"] for r in rows})), rows[0]["rounds"],
                       rows[0]["steps"]))
         return

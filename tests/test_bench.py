@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from dagwire.cli import main
 
 
@@ -168,3 +170,21 @@ def test_threshold_benchmark_times_the_curves_own_calls(trained_run, capsys, mon
     assert 0 < result["connected"] == connected == result["evaluations"]  # no hold-out: one evaluation a network
     assert result["build_seconds"] + result["evaluate_seconds"] > 0
     assert (prune.materialise, prune.evaluate) == originals  # the curve's functions are put back
+
+
+@pytest.mark.parametrize("content", [None, "dataset,lam\na,0\n", ""])
+def test_front_benchmark_refuses_a_csv_it_did_not_write_in_one_line(tmp_path, capsys, monkeypatch, content):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    csv = tmp_path / "speed.csv"
+    if content is not None:
+        csv.write_text(content)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_front.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--from-csv", str(csv)])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "speed.csv" in err.strip().splitlines()[-1] and "Traceback" not in err
